@@ -1,0 +1,5 @@
+import sys
+
+from latentdistill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,102 @@
+"""``latentdistill <verb>``: each verb is a thin call into ``latentdistill.workflows``.
+
+Errors caused by input (files, weights, config keys) print as one line, ``error: ...``, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from latentdistill.errors import LatentDistillError
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--config", required=required, help="YAML run config (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. distill.ipc=10 output_dir=outputs/x")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentdistill", description="Latent dataset distillation with diffusion models.")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    encode = verbs.add_parser("encode", help="encode a dataset into the latent cache")
+    _add_config_arguments(encode)
+    encode.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
+
+    distill = verbs.add_parser("distill", help="distill a synthetic set and export it")
+    _add_config_arguments(distill)
+    distill.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
+    distill.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
+
+    evaluate = verbs.add_parser("evaluate", help="train fresh networks on a distilled file and test them")
+    evaluate.add_argument("file", help="a distilled .safetensors file")
+    _add_config_arguments(evaluate, required=False)
+
+    run = verbs.add_parser("run", help="distill, then evaluate the result")
+    _add_config_arguments(run)
+    run.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
+    run.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
+
+    info = verbs.add_parser("info", help="print a distilled file's metadata and shapes")
+    info.add_argument("file")
+    return parser
+
+
+def describe(path: str) -> str:
+    from latentdistill.export import read_distilled
+
+    distilled = read_distilled(path)
+    lines = [f"file: {path}", "tensors:"]
+    for name in ("latents", "labels", "images", "embeddings"):
+        tensor = getattr(distilled, name)
+        if tensor is not None:
+            lines.append(f"  {name}: {tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}")
+    lines.append("metadata:")
+    for key, value in distilled.metadata.items():
+        text = json.dumps(value)
+        if key == "config" and len(text) > 200:
+            text = text[:200] + " ..."
+        lines.append(f"  {key}: {text}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = not args.no_progress
+    try:
+        from latentdistill import workflows
+        from latentdistill.config import load_config
+
+        if args.verb == "info":
+            print(describe(args.file))
+            return 0
+        if args.verb == "evaluate":
+            workflows.run_evaluate(args.file, args.config, args.overrides, progress=progress)
+            return 0
+        overrides = list(args.overrides) + (["data.skip_bad=true"] if args.skip_bad else [])
+        config = load_config(args.config, overrides)
+        if args.verb == "encode":
+            data = workflows.run_encode(config, progress=progress)
+            print(f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
+                  f"{data.test.directory} ({len(data.test.labels)} test images)")
+        elif args.verb in ("distill", "run"):
+            from accelerate import Accelerator
+
+            output = workflows.run_distill(config, resume=args.resume, accelerator=Accelerator(cpu=config.device == "cpu"), progress=progress)
+            print(f"distilled set: {output}")
+            if args.verb == "run":
+                workflows.run_evaluate(output, progress=progress)
+        return 0
+    except LatentDistillError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed work is kept; distill with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

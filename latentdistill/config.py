@@ -1,0 +1,241 @@
+"""Run configs: typed dataclasses, loaded from YAML, overridden with ``key=value``.
+
+A config is data. Every run writes its resolved config next to its results, so a run folder says
+exactly what produced it. Unknown keys and values of the wrong type are refused with the dotted key
+named, because a typo that silently falls back to a default wastes hours of compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from latentdistill.errors import LatentDistillError
+
+
+@dataclass
+class DataConfig:
+    root: str = "../shared/data/cifar10"
+    train_split: str = "train"
+    test_split: str = "test"
+    resolution: int = 32
+    # Validation images carved from train (per class, fixed seed); never used for distillation.
+    val_per_class: int = 100
+    split_seed: int = 0
+    # Count and list unreadable images instead of stopping at the first one.
+    skip_bad: bool = False
+    # CIFAR-10 statistics used by the reference code; images are normalised before every network.
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: list[float] = field(default_factory=lambda: [0.2023, 0.1994, 0.2010])
+
+
+@dataclass
+class AutoencoderConfig:
+    # A local folder (TAESD-family weight files or a diffusers folder) or a hub id.
+    name_or_path: str = "../shared/weights/taef2"
+    kind: str = "auto"  # auto | taesd | kl | tiny
+    subfolder: str | None = None
+
+
+@dataclass
+class CacheConfig:
+    # Where the latent cache lives; empty means <output_dir>/../cache/<dataset>-<resolution>-<autoencoder>.
+    dir: str = ""
+    shard_size: int = 10000
+    batch_size: int = 500
+
+
+@dataclass
+class PriorConfig:
+    name: str = "vae"
+
+
+@dataclass
+class AugmentConfig:
+    # Differentiable siamese augmentation (DSA); "" or "none" disables it.
+    strategy: str = "color_crop_cutout_flip_scale_rotate"
+    brightness: float = 1.0
+    saturation: float = 2.0
+    contrast: float = 0.5
+    crop: float = 0.125
+    cutout: float = 0.5
+    scale: float = 1.2
+    rotate: float = 15.0
+
+
+@dataclass
+class DistillConfig:
+    objective: str = "gm"
+    ipc: int = 1
+    iterations: int = 1000
+    init: str = "random_real"
+    net: str = "convnet"
+    net_width: int = 128
+    net_depth: int = 3
+    # Real images per class in one matching step.
+    real_batch: int = 256
+    # DC's loops: matching steps on one network (outer) and its training on the synthetic set (inner).
+    # 0 picks DC's table by IPC.
+    outer_loop: int = 0
+    inner_loop: int = 0
+    inner_lr: float = 0.01
+    inner_batch: int = 256
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.1
+    momentum: float = 0.5
+    checkpoint_every: int = 50
+
+
+@dataclass
+class EvaluateConfig:
+    net: str = "convnet"
+    runs: int = 5
+    epochs: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    augment: bool = True
+    # The random real subset of the same IPC, trained with the same protocol in the same run.
+    random_real: bool = True
+    test_batch: int = 1000
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Torch threads on the CPU; 0 leaves torch's default.
+    threads: int = 0
+    # fp32, or bf16 autocast for the network passes of distillation and evaluation (about 2x faster
+    # on CPUs with AVX512-BF16 and on GPUs); latents, parameters and distances stay float32.
+    precision: str = "fp32"
+    data: DataConfig = field(default_factory=DataConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a dataclass field's type, converting only what YAML cannot say."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except LatentDistillError as error:
+                errors.append(str(error))
+        raise LatentDistillError(errors[0] if errors else f"config key '{key}': bad value {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise LatentDistillError(f"config key '{key}' expects a list, got {value!r}")
+        return [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise LatentDistillError(f"config key '{key}' expects true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise LatentDistillError(f"config key '{key}' expects an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise LatentDistillError(f"config key '{key}' expects a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise LatentDistillError(f"config key '{key}' expects a string, got {value!r}")
+    raise LatentDistillError(f"config key '{key}': unsupported type {annotation!r}")
+
+
+def _update(target: Any, values: dict, prefix: str = "") -> None:
+    if not isinstance(values, dict):
+        raise LatentDistillError(f"config key '{prefix.rstrip('.') or '<root>'}' expects a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target)}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            close = [n for n in sorted(names) if n.startswith(str(name)[:3])]
+            hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
+            raise LatentDistillError(f"unknown config key '{key}'{hint}")
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            _update(current, value, key + ".")
+        else:
+            setattr(target, name, _coerce(value, hints[name], key))
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """Turn ``["distill.ipc=10", "seed=3"]`` into a nested dict; values are parsed as YAML scalars."""
+    nested: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise LatentDistillError(f"override '{item}' is not of the form key=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LatentDistillError(f"override '{item}' sets a key below a value")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file, then ``key=value`` overrides, each checked against the schema."""
+    config = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise LatentDistillError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            line = getattr(getattr(error, "problem_mark", None), "line", None)
+            where = f" (line {line + 1})" if line is not None else ""
+            raise LatentDistillError(f"config file {path} is not valid YAML{where}") from None
+        try:
+            _update(config, values)
+        except LatentDistillError as error:
+            raise LatentDistillError(f"{path}: {error}") from None
+    if overrides:
+        _update(config, parse_overrides(overrides))
+    return config
+
+
+def config_to_dict(config: RunConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(values: dict) -> RunConfig:
+    config = RunConfig()
+    _update(config, values)
+    return config
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

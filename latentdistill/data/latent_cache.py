@@ -1,0 +1,146 @@
+"""The latent cache: one split's images, labels and latents in safetensors shards.
+
+Encoding CIFAR-10 with an autoencoder takes minutes on a CPU; every later run reads the cache in
+seconds. The cache records what built it (autoencoder spec, resolution, dataset fingerprint) and is
+refused, not silently reused, when a run asks for something else. Shards are written one at a time,
+atomically, so an interrupted encode resumes at the first missing shard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from latentdistill.data.image_folder import ImageFolder, load_images
+from latentdistill.errors import LatentDistillError
+from latentdistill.io import atomic_save_file, atomic_write_text
+
+CACHE_FORMAT = 1
+META_FILE = "meta.json"
+
+
+@dataclass
+class LatentCache:
+    """A loaded cache. ``latents`` is None for image-only caches (e.g. a test split)."""
+
+    directory: Path
+    meta: dict
+    images: torch.Tensor  # (N, 3, R, R) uint8
+    labels: torch.Tensor  # (N,) int64
+    latents: torch.Tensor | None  # (N, C, h, w) float32
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LatentCache:
+        directory = Path(directory)
+        meta = _read_meta(directory)
+        if meta is None or not meta.get("complete"):
+            raise LatentDistillError(f"latent cache {directory} is missing or incomplete: run `latentdistill encode` first")
+        parts: dict[str, list[torch.Tensor]] = {"images": [], "labels": [], "latents": []}
+        for shard in meta["shards"]:
+            tensors = _read_shard(directory / shard["file"])
+            for key in parts:
+                if key in tensors:
+                    parts[key].append(tensors[key])
+        images = torch.cat(parts["images"]) if parts["images"] else torch.empty(0, 3, meta["resolution"], meta["resolution"], dtype=torch.uint8)
+        labels = torch.cat(parts["labels"]) if parts["labels"] else torch.empty(0, dtype=torch.long)
+        latents = torch.cat(parts["latents"]) if parts["latents"] else None
+        return cls(directory, meta, images, labels, latents)
+
+
+def _read_meta(directory: Path) -> dict | None:
+    path = directory / META_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LatentDistillError(f"latent cache record {path} is corrupt; delete the folder {directory} to rebuild it") from None
+
+
+def _read_shard(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise LatentDistillError(f"cache shard {path} is unreadable ({str(error).splitlines()[0]}); delete it to re-encode") from None
+
+
+def encode_dataset(
+    folder: ImageFolder,
+    autoencoder,
+    resolution: int,
+    directory: str | Path,
+    shard_size: int = 10000,
+    batch_size: int = 500,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> LatentCache:
+    """Read, resize and (if ``autoencoder`` is given) encode one split into a cache folder.
+
+    Reuses a complete cache built from the same inputs, resumes a partial one, and refuses one built
+    from other inputs.
+    """
+    directory = Path(directory)
+    spec = autoencoder.spec() if autoencoder is not None else None
+    wanted = {
+        "format": CACHE_FORMAT,
+        "root": str(folder.root),
+        "split": folder.split,
+        "classes": list(folder.classes),
+        "resolution": resolution,
+        "fingerprint": folder.fingerprint(),
+        "autoencoder": spec,
+        "shard_size": shard_size,
+    }
+    meta = _read_meta(directory)
+    if meta is not None:
+        for key in ("format", "fingerprint", "resolution", "autoencoder", "shard_size", "classes"):
+            if meta.get(key) != wanted[key]:
+                raise LatentDistillError(
+                    f"latent cache {directory} was built with {key}={json.dumps(meta.get(key))}, this run asks for "
+                    f"{key}={json.dumps(wanted[key])}: set cache.dir to another folder or delete that one"
+                )
+        if meta.get("complete"):
+            return LatentCache.load(directory)
+    else:
+        meta = {**wanted, "shards": [], "skipped": [], "complete": False}
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / META_FILE, json.dumps(meta, indent=1))
+
+    num_shards = max(1, -(-len(folder) // shard_size))
+    done = len(meta["shards"])
+    bar = tqdm(total=len(folder), initial=min(done * shard_size, len(folder)), desc=f"encoding {folder.split}",
+               disable=not progress, unit="img")
+    for shard_index in range(done, num_shards):
+        start, stop = shard_index * shard_size, min((shard_index + 1) * shard_size, len(folder))
+        paths = folder.files[start:stop]
+        images, kept, bad = load_images(paths, resolution, skip_bad=skip_bad, progress=False)
+        labels = torch.tensor([folder.labels[start + i] for i in kept], dtype=torch.long)
+        tensors = {"images": images, "labels": labels, "indices": torch.tensor([start + i for i in kept], dtype=torch.long)}
+        if autoencoder is not None and len(images):
+            tensors["latents"] = autoencoder.encode_batched(images.float() / 255, batch_size=batch_size).float().contiguous()
+        name = f"shard-{shard_index:05d}.safetensors"
+        atomic_save_file(tensors, directory / name)
+        meta["shards"].append({"file": name, "count": len(kept)})
+        meta["skipped"] += [[str(path), reason] for path, reason in bad]
+        meta["complete"] = shard_index == num_shards - 1
+        atomic_write_text(directory / META_FILE, json.dumps(meta, indent=1))
+        bar.update(stop - start)
+    bar.close()
+    cache = LatentCache.load(directory)
+    empty = [name for label, name in enumerate(folder.classes) if not (cache.labels == label).any()]
+    if empty:
+        raise LatentDistillError(f"class '{empty[0]}' of {folder.root / folder.split} has no readable images")
+    return cache
+
+
+__all__ = ["LatentCache", "encode_dataset"]

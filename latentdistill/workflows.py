@@ -1,0 +1,180 @@
+"""What each CLI verb and pipeline script does, as one library call each.
+
+These functions own the side effects at the edges (run folders, caches, reports); the parts they
+call take and return tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from latentdistill.autoencoders import load_autoencoder
+from latentdistill.config import RunConfig, config_from_dict, config_to_dict, parse_overrides, save_config, _update
+from latentdistill.data.image_folder import ImageFolder, split_train_validation
+from latentdistill.data.latent_cache import LatentCache, encode_dataset
+from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.loop import distill
+from latentdistill.errors import LatentDistillError
+from latentdistill.evaluate.classification import evaluate_classification, markdown_table
+from latentdistill.export import (
+    FORMAT_VERSION,
+    DistilledSet,
+    package_versions,
+    read_distilled,
+    save_grid,
+    write_distilled,
+)
+from latentdistill.io import atomic_write_text
+from latentdistill.priors import build_prior
+from latentdistill.runtime import Normalize, resolve_device, set_threads
+
+DISTILLED_FILE = "distilled.safetensors"
+
+
+@dataclass
+class PreparedData:
+    train: LatentCache
+    test: LatentCache
+    train_rows: torch.Tensor
+    validation_rows: torch.Tensor
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+def cache_directory(config: RunConfig) -> Path:
+    if config.cache.dir:
+        return Path(config.cache.dir)
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{Path(config.autoencoder.name_or_path).name}-{config.autoencoder.subfolder or ''}").strip("-")
+    dataset = Path(config.data.root).resolve().name
+    return Path(config.output_dir).parent / "cache" / f"{dataset}-{config.data.resolution}px-{tag}"
+
+
+def prepare_data(config: RunConfig, autoencoder=None, progress: bool = True) -> PreparedData:
+    """Read (or build) the train latent cache and the test image cache, and carve the validation rows."""
+    if autoencoder is None:
+        autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
+    directory = cache_directory(config)
+    train_folder = ImageFolder.scan(config.data.root, config.data.train_split)
+    test_folder = ImageFolder.scan(config.data.root, config.data.test_split, classes=train_folder.classes)
+    common = dict(shard_size=config.cache.shard_size, batch_size=config.cache.batch_size, skip_bad=config.data.skip_bad, progress=progress)
+    train = encode_dataset(train_folder, autoencoder, config.data.resolution, directory / config.data.train_split, **common)
+    test = encode_dataset(test_folder, None, config.data.resolution, directory / config.data.test_split, **common)
+    for cache in (train, test):
+        if cache.meta["skipped"]:
+            print(f"skipped {len(cache.meta['skipped'])} unreadable images in {cache.directory} (listed in its meta.json)")
+    train_rows, validation_rows = split_train_validation(train.labels, config.data.val_per_class, config.data.split_seed)
+    return PreparedData(train, test, train_rows, validation_rows)
+
+
+def run_encode(config: RunConfig, progress: bool = True) -> PreparedData:
+    set_threads(config.threads)
+    return prepare_data(config, progress=progress)
+
+
+def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progress: bool = True) -> Path:
+    """Distill into ``config.output_dir`` and export ``distilled.safetensors`` and ``grid.png``."""
+    set_threads(config.threads)
+    device = accelerator.device if (accelerator is not None and config.device == "auto") else resolve_device(config.device)
+    run_dir = Path(config.output_dir)
+    output = run_dir / DISTILLED_FILE
+    if output.exists() and not resume:
+        raise LatentDistillError(f"{output} already exists: choose another output_dir (nothing was overwritten)")
+    is_main = accelerator is None or accelerator.is_main_process
+    autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
+    prior = build_prior(config.prior)
+    data = prepare_data(config, autoencoder, progress=progress and is_main)
+    if data.train.latents is None:
+        raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        save_config(config, run_dir / "config.yaml")
+    started = time.perf_counter()
+    synthetic = distill(
+        config, data.train.latents, data.train.labels, data.train.images, data.train_rows, len(data.classes),
+        autoencoder, prior, run_dir, device, resume=resume, accelerator=accelerator, progress=progress,
+    )
+    minutes = (time.perf_counter() - started) / 60
+    if is_main:
+        with torch.no_grad():
+            images = autoencoder.to(device).decode(prior(synthetic.latents.to(device))).cpu()
+        images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "task": "classification",
+            "dataset": Path(config.data.root).resolve().name,
+            "classes": data.classes,
+            "ipc": config.distill.ipc,
+            "autoencoder": autoencoder.spec(),
+            "prior": prior.spec(),
+            "config": config_to_dict(config),
+            "seed": config.seed,
+            "versions": package_versions(),
+            "distill_minutes_this_session": round(minutes, 2),
+            "device": str(device),
+        }
+        write_distilled(output, DistilledSet(synthetic.latents, synthetic.labels, images, None, metadata))
+        save_grid(images, synthetic.labels, run_dir / "grid.png")
+    return output
+
+
+def evaluation_config(distilled: DistilledSet, config_path: str | None, overrides: list[str]) -> RunConfig:
+    """The run's own config from the file, then a YAML file, then ``key=value`` overrides."""
+    config = config_from_dict(distilled.metadata.get("config", {})) if "config" in distilled.metadata else RunConfig()
+    if config_path:
+        from latentdistill.config import load_config
+
+        file_values = load_config(config_path)
+        _update(config, {"evaluate": config_to_dict(file_values)["evaluate"]})
+    if overrides:
+        _update(config, parse_overrides(overrides))
+    return config
+
+
+def run_evaluate(path: str | Path, config_path: str | None = None, overrides: list[str] | None = None, progress: bool = True) -> dict:
+    """Evaluate a distilled file; writes ``report.json`` beside it and records the result in the file."""
+    path = Path(path)
+    distilled = read_distilled(path)
+    config = evaluation_config(distilled, config_path, overrides or [])
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    if distilled.images is None:
+        raise LatentDistillError(f"{path} holds no decoded images to train on")
+    autoencoder_spec = distilled.metadata.get("autoencoder", {})
+    data = prepare_data(config, progress=progress) if autoencoder_spec else None
+    if data is None:
+        raise LatentDistillError(f"{path} names no autoencoder in its metadata")
+    if data.classes != distilled.classes:
+        raise LatentDistillError(f"{path} was distilled for classes {distilled.classes}, the dataset at {config.data.root} has {data.classes}")
+    normalize = Normalize(config.data.mean, config.data.std).to(device)
+    augment = DifferentiableAugment(config.augment) if config.evaluate.augment else None
+    report = evaluate_classification(
+        distilled.images, distilled.labels, data.train.images, data.train.labels, data.train_rows, data.validation_rows,
+        data.test.images, data.test.labels, len(data.classes), config.evaluate, normalize, augment,
+        seed=config.seed, device=device, precision=config.precision, progress=progress,
+    )
+    report = {
+        "dataset": distilled.metadata.get("dataset", Path(config.data.root).name),
+        "ipc": report.pop("ipc"),
+        "protocol": {
+            "net": config.evaluate.net, "epochs": config.evaluate.epochs, "lr": config.evaluate.lr,
+            "momentum": config.evaluate.momentum, "weight_decay": config.evaluate.weight_decay,
+            "batch_size": config.evaluate.batch_size, "lr_schedule": "x0.1 at half",
+            "augment": config.augment.strategy if config.evaluate.augment else "none",
+            "precision": config.precision, "selection": "none: last epoch, tested once",
+            "test_split": config.data.test_split, "device": str(device),
+        },
+        **report,
+    }
+    atomic_write_text(path.parent / "report.json", json.dumps(report, indent=2))
+    distilled.metadata["evaluation"] = report
+    write_distilled(path, distilled)
+    print(markdown_table(report))
+    return report
