@@ -8,6 +8,8 @@ named, because a typo that silently falls back to a default wastes hours of comp
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +19,11 @@ from typing import Any
 import yaml
 
 from latentdistill.errors import LatentDistillError
+
+# PyYAML (YAML 1.1) reads `1e-3` and `5E-4`, with no dot, as strings; for a float key they are numbers.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+# Lower bounds of keys whose bad values would otherwise fail deep inside the data pipeline.
+_MINIMUM = {"data.resolution": 1, "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1}
 
 
 @dataclass
@@ -45,7 +52,8 @@ class AutoencoderConfig:
 
 @dataclass
 class CacheConfig:
-    # Where the latent cache lives; empty means <output_dir>/../cache/<dataset>-<resolution>-<autoencoder>.
+    # Where the latent cache lives; empty means $LATENTDISTILL_CACHE (default outputs/cache) /
+    # <dataset>-<resolution>px-<autoencoder>, shared by every run that reads the same inputs.
     dir: str = ""
     shard_size: int = 10000
     batch_size: int = 500
@@ -158,9 +166,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+            return float(value)
         raise LatentDistillError(f"config key '{key}' expects a number, got {value!r}")
     if annotation is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, datetime.date):  # YAML reads 2024-01-01 as a date; keep the text as typed
             return str(value)
         raise LatentDistillError(f"config key '{key}' expects a string, got {value!r}")
     raise LatentDistillError(f"config key '{key}': unsupported type {annotation!r}")
@@ -181,7 +193,10 @@ def _update(target: Any, values: dict, prefix: str = "") -> None:
         if dataclasses.is_dataclass(current):
             _update(current, value, key + ".")
         else:
-            setattr(target, name, _coerce(value, hints[name], key))
+            value = _coerce(value, hints[name], key)
+            if key in _MINIMUM and value < _MINIMUM[key]:
+                raise LatentDistillError(f"config key '{key}' must be at least {_MINIMUM[key]}, got {value}")
+            setattr(target, name, value)
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -205,23 +220,37 @@ def parse_overrides(overrides: list[str]) -> dict:
     return nested
 
 
+def update_config(config: RunConfig, values: dict) -> RunConfig:
+    """Set the keys in a nested dict on ``config``, checking each against the schema."""
+    _update(config, values)
+    return config
+
+
+def apply_config_file(config: RunConfig, path: str | Path) -> RunConfig:
+    """Set the keys that a YAML file names (and only those) on ``config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise LatentDistillError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise LatentDistillError(f"config file {path} is not a text (UTF-8) file") from None
+    except yaml.YAMLError as error:
+        line = getattr(getattr(error, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise LatentDistillError(f"config file {path} is not valid YAML{where}") from None
+    try:
+        _update(config, values)
+    except LatentDistillError as error:
+        raise LatentDistillError(f"{path}: {error}") from None
+    return config
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults, then the YAML file, then ``key=value`` overrides, each checked against the schema."""
     config = RunConfig()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise LatentDistillError(f"config file not found: {path}")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            line = getattr(getattr(error, "problem_mark", None), "line", None)
-            where = f" (line {line + 1})" if line is not None else ""
-            raise LatentDistillError(f"config file {path} is not valid YAML{where}") from None
-        try:
-            _update(config, values)
-        except LatentDistillError as error:
-            raise LatentDistillError(f"{path}: {error}") from None
+        apply_config_file(config, path)
     if overrides:
         _update(config, parse_overrides(overrides))
     return config

@@ -7,6 +7,7 @@ call take and return tensors.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -15,7 +16,15 @@ from pathlib import Path
 import torch
 
 from latentdistill.autoencoders import load_autoencoder
-from latentdistill.config import RunConfig, config_from_dict, config_to_dict, parse_overrides, save_config, _update
+from latentdistill.config import (
+    RunConfig,
+    apply_config_file,
+    config_from_dict,
+    config_to_dict,
+    parse_overrides,
+    save_config,
+    update_config,
+)
 from latentdistill.data.image_folder import ImageFolder, split_train_validation
 from latentdistill.data.latent_cache import LatentCache, encode_dataset
 from latentdistill.distill.augment import DifferentiableAugment
@@ -54,7 +63,8 @@ def cache_directory(config: RunConfig) -> Path:
         return Path(config.cache.dir)
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{Path(config.autoencoder.name_or_path).name}-{config.autoencoder.subfolder or ''}").strip("-")
     dataset = Path(config.data.root).resolve().name
-    return Path(config.output_dir).parent / "cache" / f"{dataset}-{config.data.resolution}px-{tag}"
+    root = Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
+    return root / f"{dataset}-{config.data.resolution}px-{tag}"
 
 
 def prepare_data(config: RunConfig, autoencoder=None, progress: bool = True) -> PreparedData:
@@ -70,7 +80,9 @@ def prepare_data(config: RunConfig, autoencoder=None, progress: bool = True) -> 
     for cache in (train, test):
         if cache.meta["skipped"]:
             print(f"skipped {len(cache.meta['skipped'])} unreadable images in {cache.directory} (listed in its meta.json)")
-    train_rows, validation_rows = split_train_validation(train.labels, config.data.val_per_class, config.data.split_seed)
+    train_rows, validation_rows = split_train_validation(
+        train.labels, config.data.val_per_class, config.data.split_seed, train.classes
+    )
     return PreparedData(train, test, train_rows, validation_rows)
 
 
@@ -126,15 +138,12 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
 
 
 def evaluation_config(distilled: DistilledSet, config_path: str | None, overrides: list[str]) -> RunConfig:
-    """The run's own config from the file, then a YAML file, then ``key=value`` overrides."""
-    config = config_from_dict(distilled.metadata.get("config", {})) if "config" in distilled.metadata else RunConfig()
+    """The run's own config from the file, then the keys a YAML file sets, then ``key=value`` overrides."""
+    config = config_from_dict(distilled.metadata["config"]) if "config" in distilled.metadata else RunConfig()
     if config_path:
-        from latentdistill.config import load_config
-
-        file_values = load_config(config_path)
-        _update(config, {"evaluate": config_to_dict(file_values)["evaluate"]})
+        apply_config_file(config, config_path)
     if overrides:
-        _update(config, parse_overrides(overrides))
+        update_config(config, parse_overrides(overrides))
     return config
 
 

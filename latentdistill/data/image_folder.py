@@ -123,7 +123,9 @@ def load_images(
     return images[: len(kept)], kept, bad
 
 
-def split_train_validation(labels: torch.Tensor, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_train_validation(
+    labels: torch.Tensor, per_class: int, seed: int, classes: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Carve ``per_class`` validation images per class from the training split, with a fixed seed."""
     generator = torch.Generator().manual_seed(seed)
     validation = []
@@ -131,7 +133,7 @@ def split_train_validation(labels: torch.Tensor, per_class: int, seed: int) -> t
         rows = (labels == label).nonzero().flatten()
         if len(rows) <= per_class:
             raise LatentDistillError(
-                f"class {label} has {len(rows)} images: too few to carve {per_class} validation images "
+                f"class '{classes[label] if classes else label}' has {len(rows)} images: too few to carve {per_class} validation images "
                 "(lower data.val_per_class)"
             )
         validation.append(rows[torch.randperm(len(rows), generator=generator)[:per_class]])

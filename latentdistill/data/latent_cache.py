@@ -62,9 +62,12 @@ def _read_meta(directory: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LatentDistillError(f"latent cache record {path} is corrupt; delete the folder {directory} to rebuild it") from None
+        meta = None
+    if not isinstance(meta, dict) or not isinstance(meta.get("shards", []), list):
+        raise LatentDistillError(f"latent cache record {path} is corrupt; delete the folder {directory} to rebuild it")
+    return meta
 
 
 def _read_shard(path: Path) -> dict[str, torch.Tensor]:
@@ -91,6 +94,11 @@ def encode_dataset(
     """
     directory = Path(directory)
     spec = autoencoder.spec() if autoencoder is not None else None
+    if autoencoder is not None and resolution % autoencoder.downscale:
+        raise LatentDistillError(
+            f"config key 'data.resolution' is {resolution}: it must be a multiple of the autoencoder's "
+            f"downscale factor {autoencoder.downscale}"
+        )
     wanted = {
         "format": CACHE_FORMAT,
         "root": str(folder.root),
@@ -109,8 +117,17 @@ def encode_dataset(
                     f"latent cache {directory} was built with {key}={json.dumps(meta.get(key))}, this run asks for "
                     f"{key}={json.dumps(wanted[key])}: set cache.dir to another folder or delete that one"
                 )
+        # A shard file deleted by hand (e.g. an unreadable one) is encoded again, with every shard after it.
+        present = 0
+        while present < len(meta["shards"]) and (directory / meta["shards"][present]["file"]).is_file():
+            present += 1
+        if present < len(meta["shards"]):
+            dropped = {str(path) for path in folder.files[present * shard_size :]}
+            meta["shards"] = meta["shards"][:present]
+            meta["skipped"] = [entry for entry in meta["skipped"] if entry[0] not in dropped]
+            meta["complete"] = False
         if meta.get("complete"):
-            return LatentCache.load(directory)
+            return _check_classes(LatentCache.load(directory), folder)
     else:
         meta = {**wanted, "shards": [], "skipped": [], "complete": False}
     directory.mkdir(parents=True, exist_ok=True)
@@ -136,7 +153,11 @@ def encode_dataset(
         atomic_write_text(directory / META_FILE, json.dumps(meta, indent=1))
         bar.update(stop - start)
     bar.close()
-    cache = LatentCache.load(directory)
+    return _check_classes(LatentCache.load(directory), folder)
+
+
+def _check_classes(cache: LatentCache, folder: ImageFolder) -> LatentCache:
+    """Every class needs a readable image, on the first encode and on every reuse of the cache."""
     empty = [name for label, name in enumerate(folder.classes) if not (cache.labels == label).any()]
     if empty:
         raise LatentDistillError(f"class '{empty[0]}' of {folder.root / folder.split} has no readable images")

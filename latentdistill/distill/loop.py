@@ -24,6 +24,7 @@ from latentdistill.distill.checkpoint import CHECKPOINT_FILE, Checkpoint, load_c
 from latentdistill.distill.gradient_matching import GradientMatching
 from latentdistill.distill.synthetic import SyntheticSet, initial_synthetic_set
 from latentdistill.errors import LatentDistillError
+from latentdistill.io import atomic_write_text
 from latentdistill.runtime import Normalize, iteration_seed
 
 # DC's (outer, inner) loop lengths by images per class.
@@ -36,6 +37,18 @@ RESUME_KEYS = ("seed", "data", "autoencoder", "prior", "augment", "distill", "pr
 def loop_lengths(ipc: int, outer: int, inner: int) -> tuple[int, int]:
     default_outer, default_inner = DC_LOOPS.get(ipc, DC_LOOPS[min(DC_LOOPS, key=lambda k: abs(k - ipc))])
     return outer or default_outer, inner or default_inner
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Keep the log lines up to ``iteration``: later ones belong to work a killed run never saved."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iteration"] <= iteration:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the kill
+    atomic_write_text(path, "".join(kept))
 
 
 def distill(
@@ -112,6 +125,8 @@ def distill(
             )
 
     log_path = run_dir / "distill_log.jsonl"
+    if is_main and log_path.exists():
+        _truncate_log(log_path, start_iteration)
     bar = tqdm(range(start_iteration, settings.iterations), initial=start_iteration, total=settings.iterations,
                desc=f"distill {settings.objective} ipc={settings.ipc}", disable=not (progress and is_main))
     for iteration in bar:
@@ -140,7 +155,7 @@ def distill(
                 synthetic_latents.grad = accelerator.reduce(synthetic_latents.grad, reduction="sum")
                 loss = accelerator.reduce(loss.detach(), reduction="sum")
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if outer == outer_loop - 1:
                 break
             # Inner loop: train the network on the (fixed) synthetic images, with per-image DSA.

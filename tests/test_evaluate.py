@@ -1,0 +1,164 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers / huggingface_hub read it: tests never touch the network
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentdistill import workflows
+from latentdistill.autoencoders import TinyAutoencoderFamily
+from latentdistill.config import AugmentConfig, EvaluateConfig, load_config
+from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.errors import LatentDistillError
+from latentdistill.evaluate.classification import accuracy, random_real_subset, summarize, train_classifier
+from latentdistill.export import read_distilled
+from latentdistill.runtime import Normalize
+
+CLASSES = ("class_a", "class_b", "class_c")
+COLOURS = ((200, 40, 40), (40, 200, 40), (40, 40, 200))
+NORMALIZE = Normalize([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
+
+
+def make_tiny_folder(root: Path, train: int = 12, test: int = 4, size: int = 16) -> Path:
+    """``root/{train,test}/{class_a,class_b,class_c}/NNN.png``: noisy 16x16 RGB images, one colour per class."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        for colour, name in zip(COLOURS, CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                pixels = np.asarray(colour, dtype=np.float64)[None, None, :] + rng.normal(0, 30, (size, size, 3))
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{index:03d}.png")
+    return root
+
+
+def colour_images(per_class: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separable data: each class a constant colour plus a little noise, uint8."""
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = [], []
+    for label, colour in enumerate(COLOURS):
+        base = torch.tensor(colour, dtype=torch.float32).view(1, 3, 1, 1)
+        noisy = base + 20 * torch.randn(per_class, 3, size, size, generator=generator)
+        images.append(noisy.clamp(0, 255).round().to(torch.uint8))
+        labels += [label] * per_class
+    return torch.cat(images), torch.tensor(labels)
+
+
+@pytest.fixture(scope="module")
+def tiny_distilled(tmp_path_factory):
+    """A tiny distilled file (3 classes, ipc 2, 2 iterations) and the overrides that made it."""
+    base = tmp_path_factory.mktemp("evaluate")
+    make_tiny_folder(base / "tinyset")
+    TinyAutoencoderFamily.random("taesd", seed=0).save_pretrained(base / "autoencoder")
+    overrides = [
+        f"data.root={base / 'tinyset'}", "data.resolution=16", "data.val_per_class=2",
+        f"autoencoder.name_or_path={base / 'autoencoder'}", f"cache.dir={base / 'cache'}",
+        f"output_dir={base / 'run'}", "device=cpu",
+        "distill.ipc=2", "distill.iterations=2", "distill.real_batch=4", "distill.net_width=16",
+        "distill.checkpoint_every=2", "evaluate.epochs=2", "evaluate.runs=1", "evaluate.batch_size=8",
+    ]
+    output = workflows.run_distill(load_config(None, overrides), progress=False)
+    return output
+
+
+def test_train_classifier_learns_separable_data():
+    train_images, train_labels = colour_images(10, seed=0)
+    test_images, test_labels = colour_images(5, seed=1)
+    config = EvaluateConfig(epochs=15, batch_size=10, lr=0.01)
+    device = torch.device("cpu")
+    net = train_classifier(train_images, train_labels, 3, config, NORMALIZE, None, seed=0, device=device)
+    assert accuracy(net, test_images, test_labels, NORMALIZE, device) >= 90.0
+    # batch size of the test pass does not change the answer
+    assert accuracy(net, test_images, test_labels, NORMALIZE, device, batch_size=4) == \
+        accuracy(net, test_images, test_labels, NORMALIZE, device)
+    # an untrained-on-these-labels check: permuted labels score low on the true ones
+    assert accuracy(net, test_images, (test_labels + 1) % 3, NORMALIZE, device) <= 10.0
+
+
+def test_train_classifier_is_seed_deterministic_with_dsa():
+    images, labels = colour_images(4, seed=0)
+    config = EvaluateConfig(epochs=2, batch_size=6)
+    augment = DifferentiableAugment(AugmentConfig())
+    device = torch.device("cpu")
+    first = train_classifier(images, labels, 3, config, NORMALIZE, augment, seed=5, device=device)
+    second = train_classifier(images, labels, 3, config, NORMALIZE, augment, seed=5, device=device)
+    third = train_classifier(images, labels, 3, config, NORMALIZE, augment, seed=6, device=device)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, c) for a, c in zip(first.state_dict().values(), third.state_dict().values()))
+
+
+def test_accuracy_counts_exactly():
+    class Fixed(torch.nn.Module):
+        """Predicts the class from the brightest channel: right on colour images, by construction."""
+
+        def forward(self, images):
+            return images.mean(dim=(2, 3))
+
+    images, labels = colour_images(4, seed=0)
+    identity = Normalize([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    device = torch.device("cpu")
+    assert accuracy(Fixed(), images, labels, identity, device) == 100.0
+    wrong = labels.clone()
+    wrong[:3] = (wrong[:3] + 1) % 3
+    assert accuracy(Fixed(), images, wrong, identity, device, batch_size=5) == pytest.approx(100.0 * 9 / 12)
+
+
+def test_random_real_subset_picks_ipc_per_class_from_given_rows():
+    labels = torch.arange(3).repeat_interleave(10)
+    rows = torch.tensor([r for r in range(30) if r % 10 not in (0, 1)])  # rows 0,1 of each class held out
+    chosen = random_real_subset(labels, rows, ipc=3, seed=0)
+    assert len(chosen) == 9
+    assert set(chosen.tolist()) <= set(rows.tolist())
+    assert len(set(chosen.tolist())) == 9
+    assert torch.bincount(labels[chosen], minlength=3).tolist() == [3, 3, 3]
+    assert torch.equal(random_real_subset(labels, rows, ipc=3, seed=0), chosen)
+    assert not torch.equal(random_real_subset(labels, rows, ipc=3, seed=1), chosen)
+    # all rows of a class when ipc exceeds what is there
+    assert len(random_real_subset(labels, rows, ipc=50, seed=0)) == len(rows)
+
+
+def test_summarize():
+    assert summarize([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "runs": [1.0, 2.0, 3.0]}
+    assert summarize([42.0]) == {"mean": 42.0, "std": 0.0, "runs": [42.0]}
+    rounded = summarize([10.004, 20.126])
+    assert rounded["mean"] == 15.07 and rounded["runs"] == [10.0, 20.13]
+    assert rounded["std"] == round(float(np.std([10.004, 20.126], ddof=1)), 2)
+
+
+def test_run_evaluate_writes_report_and_records_it(tiny_distilled):
+    report = workflows.run_evaluate(tiny_distilled, progress=False)
+    written = json.loads((tiny_distilled.parent / "report.json").read_text())
+    assert written == json.loads(json.dumps(report))
+    for key in ("dataset", "ipc", "protocol", "distilled", "random_real"):
+        assert key in written, key
+    assert written["dataset"] == "tinyset"
+    assert written["ipc"] == 2
+    assert written["protocol"]["epochs"] == 2 and written["protocol"]["batch_size"] == 8
+    assert written["protocol"]["net"] == "convnet"
+    for name in ("distilled", "random_real"):
+        summary = written[name]
+        assert set(summary) >= {"mean", "std", "runs"}
+        assert len(summary["runs"]) == 1  # evaluate.runs from the run's own config
+        assert all(0.0 <= value <= 100.0 for value in summary["runs"])
+        assert summary["mean"] == summary["runs"][0] and summary["std"] == 0.0
+        assert len(summary["validation"]["runs"]) == 1
+    recorded = read_distilled(tiny_distilled)
+    assert recorded.metadata["evaluation"] == written
+    # the tensors are untouched by recording the evaluation
+    assert recorded.images is not None and recorded.images.shape == (6, 3, 16, 16)
+
+
+def test_run_evaluate_runs_follow_overrides(tiny_distilled):
+    report = workflows.run_evaluate(tiny_distilled, overrides=["evaluate.runs=2", "evaluate.random_real=false"],
+                                    progress=False)
+    assert len(report["distilled"]["runs"]) == 2
+    assert "random_real" not in report
+    assert read_distilled(tiny_distilled).metadata["evaluation"]["distilled"]["runs"] == report["distilled"]["runs"]
+    with pytest.raises(LatentDistillError, match="evaluate.runz"):
+        workflows.run_evaluate(tiny_distilled, overrides=["evaluate.runz=2"], progress=False)
