@@ -63,32 +63,10 @@ def describe(path: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    progress = not args.no_progress
+def report_errors(function, *args, **kwargs) -> int:
+    """Call ``function``; input errors become one ``error: ...`` line on stderr and exit code 2."""
     try:
-        from latentdistill import workflows
-        from latentdistill.config import load_config
-
-        if args.verb == "info":
-            print(describe(args.file))
-            return 0
-        if args.verb == "evaluate":
-            workflows.run_evaluate(args.file, args.config, args.overrides, progress=progress)
-            return 0
-        overrides = list(args.overrides) + (["data.skip_bad=true"] if args.skip_bad else [])
-        config = load_config(args.config, overrides)
-        if args.verb == "encode":
-            data = workflows.run_encode(config, progress=progress)
-            print(f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
-                  f"{data.test.directory} ({len(data.test.labels)} test images)")
-        elif args.verb in ("distill", "run"):
-            from accelerate import Accelerator
-
-            output = workflows.run_distill(config, resume=args.resume, accelerator=Accelerator(cpu=config.device == "cpu"), progress=progress)
-            print(f"distilled set: {output}")
-            if args.verb == "run":
-                workflows.run_evaluate(output, progress=progress)
+        function(*args, **kwargs)
         return 0
     except LatentDistillError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -96,6 +74,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: completed work is kept; distill with --resume to continue", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return report_errors(_run_verb, args)
+
+
+def _run_verb(args: argparse.Namespace) -> None:
+    from latentdistill import workflows
+    from latentdistill.config import load_config
+
+    progress = not args.no_progress
+    if args.verb == "info":
+        print(describe(args.file))
+        return
+    if args.verb == "evaluate":
+        workflows.run_evaluate(args.file, args.config, args.overrides, progress=progress)
+        return
+    overrides = list(args.overrides) + (["data.skip_bad=true"] if args.skip_bad else [])
+    config = load_config(args.config, overrides)
+    if args.verb == "encode":
+        data = workflows.run_encode(config, progress=progress)
+        print(f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
+              f"{data.test.directory} ({len(data.test.labels)} test images)")
+        return
+    from accelerate import Accelerator
+
+    output = workflows.run_distill(config, resume=args.resume, accelerator=Accelerator(cpu=config.device == "cpu"), progress=progress)
+    print(f"distilled set: {output}")
+    if args.verb == "run":
+        workflows.run_evaluate(output, progress=progress)
 
 
 if __name__ == "__main__":

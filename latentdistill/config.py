@@ -23,7 +23,15 @@ from latentdistill.errors import LatentDistillError
 # PyYAML (YAML 1.1) reads `1e-3` and `5E-4`, with no dot, as strings; for a float key they are numbers.
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 # Lower bounds of keys whose bad values would otherwise fail deep inside the data pipeline.
-_MINIMUM = {"data.resolution": 1, "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1}
+_MINIMUM = {
+    "data.resolution": 1, "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1,
+    "distill.ipc": 1, "distill.iterations": 0, "distill.real_batch": 1, "distill.outer_loop": 0,
+    "distill.inner_loop": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
+    "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
+}
+# Keys with a fixed set of values, checked when set (the registries check names like nets and priors).
+_CHOICES = {"precision": ("fp32", "bf16"), "autoencoder.kind": ("auto", "taesd", "kl", "tiny"),
+            "distill.optimizer": ("sgd", "adam")}
 
 
 @dataclass
@@ -196,6 +204,8 @@ def _update(target: Any, values: dict, prefix: str = "") -> None:
             value = _coerce(value, hints[name], key)
             if key in _MINIMUM and value < _MINIMUM[key]:
                 raise LatentDistillError(f"config key '{key}' must be at least {_MINIMUM[key]}, got {value}")
+            if key in _CHOICES and value not in _CHOICES[key]:
+                raise LatentDistillError(f"config key '{key}' must be one of {' | '.join(_CHOICES[key])}, got {value!r}")
             setattr(target, name, value)
 
 

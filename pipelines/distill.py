@@ -9,27 +9,21 @@ import sys
 
 from accelerate import Accelerator
 
+from latentdistill.cli import report_errors
 from latentdistill.config import load_config
-from latentdistill.errors import LatentDistillError
 from latentdistill.workflows import run_distill
 
 
-def main() -> int:
+def main(args: argparse.Namespace) -> None:
+    config = load_config(args.config, args.overrides)
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    output = run_distill(config, resume=args.resume, accelerator=accelerator)
+    accelerator.print(f"distilled set: {output}")
+
+
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
-    try:
-        config = load_config(args.config, args.overrides)
-        accelerator = Accelerator(cpu=config.device == "cpu")
-        output = run_distill(config, resume=args.resume, accelerator=accelerator)
-        accelerator.print(f"distilled set: {output}")
-    except LatentDistillError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report_errors(main, parser.parse_args()))

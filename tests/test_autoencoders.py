@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from latentdistill.autoencoders import Autoencoder, TinyAutoencoderFamily, load_autoencoder
 from latentdistill.errors import LatentDistillError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from helpers import SHARED
 
 
 def tiny_kl() -> AutoencoderKL:

@@ -12,9 +12,7 @@ from safetensors.torch import save_file
 from latentdistill.cli import main
 from latentdistill.export import FORMAT_VERSION, DistilledSet, write_distilled
 
-from conftest import CLASSES, TEST_PER_CLASS, TRAIN_PER_CLASS
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import CLASSES, REPO, TEST_PER_CLASS, TRAIN_PER_CLASS
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -13,18 +13,14 @@ from latentdistill.config import (
 )
 from latentdistill.errors import LatentDistillError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+from helpers import REPO, one_line
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    message = str(error.value)
-    assert "\n" not in message, message
-    return message
 
 
 def test_defaults_without_a_file():
@@ -80,12 +76,17 @@ def test_unknown_override_key_names_the_dotted_key(override, key):
         assert "distill.ipc" in message.replace("'distill.ipcc'", "")  # the suggestion
 
 
-def test_unknown_key_in_file_names_file_and_key(tmp_path):
-    path = write(tmp_path / "run.yaml", "distill:\n  ipcc: 10\n")
+@pytest.mark.parametrize(
+    "text, key",
+    [("distill:\n  ipcc: 10\n", "distill.ipcc"), ("data:\n  skip_bad: maybe\n", "data.skip_bad")],
+    ids=["unknown_key", "wrong_type"],
+)
+def test_bad_key_in_file_names_file_and_key(tmp_path, text, key):
+    path = write(tmp_path / "run.yaml", text)
     with pytest.raises(LatentDistillError) as error:
         load_config(path)
     message = one_line(error)
-    assert str(path) in message and "distill.ipcc" in message
+    assert str(path) in message and key in message
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,9 @@ def test_wrong_type_names_the_key(override, key, expected):
 
 
 @pytest.mark.parametrize(
-    "override", ["data.resolution=0", "data.val_per_class=-1", "cache.shard_size=0", "cache.batch_size=-4"]
+    "override",
+    ["data.resolution=0", "data.val_per_class=-1", "cache.shard_size=0", "cache.batch_size=-4", "distill.ipc=0",
+     "evaluate.runs=0", "distill.real_batch=0"],
 )
 def test_out_of_range_values_name_the_key(override):
     key = override.split("=")[0]
@@ -122,12 +125,11 @@ def test_out_of_range_values_name_the_key(override):
         config_from_dict(parse_overrides([override]))
 
 
-def test_wrong_type_in_file(tmp_path):
-    path = write(tmp_path / "run.yaml", "data:\n  skip_bad: maybe\n")
-    with pytest.raises(LatentDistillError) as error:
-        load_config(path)
-    message = one_line(error)
-    assert str(path) in message and "data.skip_bad" in message
+@pytest.mark.parametrize("override", ["precision=fp16", "autoencoder.kind=vqgan", "distill.optimizer=lbfgs"])
+def test_values_outside_a_fixed_set_name_the_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(LatentDistillError, match=f"'{key}' must be one of"):
+        load_config(None, [override])
 
 
 @pytest.mark.parametrize("override", ["distill.ipc", "=3", ""])

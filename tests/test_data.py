@@ -1,6 +1,5 @@
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,15 +14,8 @@ from latentdistill.data import ImageFolder, LatentCache, encode_dataset, load_im
 from latentdistill.data import latent_cache
 from latentdistill.errors import LatentDistillError
 
-from conftest import CLASSES, TEST_PER_CLASS, TRAIN_PER_CLASS
-
-R = 16
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    message = str(error.value)
-    assert "\n" not in message, message
-    return message
+from helpers import CLASSES, TEST_PER_CLASS, TRAIN_PER_CLASS, one_line
+from helpers import RESOLUTION as R
 
 
 def corrupt(path: Path, seed: int = 0) -> Path:

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from safetensors import safe_open
 
 from latentdistill import nets, workflows
@@ -28,51 +27,12 @@ from latentdistill.errors import LatentDistillError
 from latentdistill.export import read_distilled
 from latentdistill.runtime import Normalize
 
-REPO = Path(__file__).resolve().parents[1]
-CLASSES = ("class_a", "class_b", "class_c")
-COLOURS = ((200, 40, 40), (40, 200, 40), (40, 40, 200))
-
-
-def make_tiny_folder(root: Path, train: int = 12, test: int = 4, size: int = 16) -> Path:
-    """``root/{train,test}/{class_a,class_b,class_c}/NNN.png``: noisy 16x16 RGB images, one colour per class."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("test", test)):
-        for colour, name in zip(COLOURS, CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for index in range(count):
-                pixels = np.asarray(colour, dtype=np.float64)[None, None, :] + rng.normal(0, 30, (size, size, 3))
-                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{index:03d}.png")
-    return root
-
-
-def make_tiny_autoencoder(folder: Path) -> Path:
-    TinyAutoencoderFamily.random("taesd", seed=0).save_pretrained(folder)
-    return folder
-
-
-def tiny_overrides(base: Path, run_dir: Path, **distill) -> list[str]:
-    values = {"iterations": 4, "real_batch": 4, "net_width": 16, "checkpoint_every": 2, **distill}
-    return [
-        f"data.root={base / 'tinyset'}",
-        "data.resolution=16",
-        "data.val_per_class=2",
-        f"autoencoder.name_or_path={base / 'autoencoder'}",
-        f"cache.dir={base / 'cache'}",
-        f"output_dir={run_dir}",
-        "device=cpu",
-        "evaluate.epochs=2",
-        "evaluate.runs=1",
-        *[f"distill.{key}={value}" for key, value in values.items()],
-    ]
+from helpers import CLASSES, REPO, make_tiny_base, tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("distill")
-    make_tiny_folder(base / "tinyset")
-    make_tiny_autoencoder(base / "autoencoder")
-    return base
+    return make_tiny_base(tmp_path_factory.mktemp("distill"))
 
 
 @pytest.fixture(scope="module")
@@ -269,12 +229,18 @@ def test_run_distill_optimises_the_latents(tiny_run):
     assert (run_dir / "grid.png").is_file() and (run_dir / "config.yaml").is_file()
 
 
-def test_existing_checkpoint_refuses_to_start_without_resume(tiny_run, tiny_base, tmp_path):
+@pytest.fixture
+def copied_checkpoint(tiny_run, tmp_path) -> tuple[Path, bytes]:
+    """A fresh run folder holding only a copy of the tiny run's checkpoint, and that checkpoint's bytes."""
     config, _ = tiny_run
-    run_dir = tmp_path / "occupied"
+    run_dir = tmp_path / "run"
     run_dir.mkdir()
     shutil.copy(Path(config.output_dir) / CHECKPOINT_FILE, run_dir / CHECKPOINT_FILE)
-    before = (run_dir / CHECKPOINT_FILE).read_bytes()
+    return run_dir, (run_dir / CHECKPOINT_FILE).read_bytes()
+
+
+def test_existing_checkpoint_refuses_to_start_without_resume(copied_checkpoint, tiny_base):
+    run_dir, before = copied_checkpoint
     again = load_config(None, tiny_overrides(tiny_base, run_dir))
     with pytest.raises(LatentDistillError, match="--resume") as error:
         workflows.run_distill(again, progress=False)
@@ -291,12 +257,9 @@ def test_existing_export_refuses_to_start_without_resume(tiny_run, tiny_base):
     assert output.read_bytes() == before
 
 
-def test_resume_with_changed_distill_section_is_refused(tiny_run, tiny_base, tmp_path):
-    config, output = tiny_run
-    run_dir = tmp_path / "changed"
-    run_dir.mkdir()
-    shutil.copy(Path(config.output_dir) / CHECKPOINT_FILE, run_dir / CHECKPOINT_FILE)
-    before = (run_dir / CHECKPOINT_FILE).read_bytes()
+def test_resume_with_changed_distill_section_is_refused(tiny_run, copied_checkpoint, tiny_base):
+    _, output = tiny_run
+    run_dir, before = copied_checkpoint
     changed = load_config(None, tiny_overrides(tiny_base, run_dir, lr=0.05))
     with pytest.raises(LatentDistillError, match="'distill' differs"):
         workflows.run_distill(changed, resume=True, progress=False)
@@ -335,8 +298,7 @@ def _last_logged(run_dir: Path) -> int:
 
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     iterations = 20
-    make_tiny_folder(tmp_path / "tinyset")
-    make_tiny_autoencoder(tmp_path / "autoencoder")
+    make_tiny_base(tmp_path)
     config = {
         "seed": 3,
         "device": "cpu",

@@ -3,15 +3,12 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers / huggingface_hub read it: tests never touch the network
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from latentdistill import workflows
-from latentdistill.autoencoders import TinyAutoencoderFamily
 from latentdistill.config import AugmentConfig, EvaluateConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.errors import LatentDistillError
@@ -19,30 +16,17 @@ from latentdistill.evaluate.classification import accuracy, random_real_subset, 
 from latentdistill.export import read_distilled
 from latentdistill.runtime import Normalize
 
-CLASSES = ("class_a", "class_b", "class_c")
-COLOURS = ((200, 40, 40), (40, 200, 40), (40, 40, 200))
+from helpers import CLASSES, COLOURS, RESOLUTION, make_tiny_base, tiny_overrides
+
 NORMALIZE = Normalize([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
 
 
-def make_tiny_folder(root: Path, train: int = 12, test: int = 4, size: int = 16) -> Path:
-    """``root/{train,test}/{class_a,class_b,class_c}/NNN.png``: noisy 16x16 RGB images, one colour per class."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("test", test)):
-        for colour, name in zip(COLOURS, CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for index in range(count):
-                pixels = np.asarray(colour, dtype=np.float64)[None, None, :] + rng.normal(0, 30, (size, size, 3))
-                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{index:03d}.png")
-    return root
-
-
-def colour_images(per_class: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Separable data: each class a constant colour plus a little noise, uint8."""
+def colour_images(per_class: int, seed: int, size: int = RESOLUTION) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separable data: each class its constant colour (brightest in channel ``label``) plus a little noise, uint8."""
     generator = torch.Generator().manual_seed(seed)
     images, labels = [], []
-    for label, colour in enumerate(COLOURS):
-        base = torch.tensor(colour, dtype=torch.float32).view(1, 3, 1, 1)
+    for label, name in enumerate(CLASSES):
+        base = torch.tensor(COLOURS[name], dtype=torch.float32).view(1, 3, 1, 1)
         noisy = base + 20 * torch.randn(per_class, 3, size, size, generator=generator)
         images.append(noisy.clamp(0, 255).round().to(torch.uint8))
         labels += [label] * per_class
@@ -51,17 +35,9 @@ def colour_images(per_class: int, seed: int, size: int = 16) -> tuple[torch.Tens
 
 @pytest.fixture(scope="module")
 def tiny_distilled(tmp_path_factory):
-    """A tiny distilled file (3 classes, ipc 2, 2 iterations) and the overrides that made it."""
-    base = tmp_path_factory.mktemp("evaluate")
-    make_tiny_folder(base / "tinyset")
-    TinyAutoencoderFamily.random("taesd", seed=0).save_pretrained(base / "autoencoder")
-    overrides = [
-        f"data.root={base / 'tinyset'}", "data.resolution=16", "data.val_per_class=2",
-        f"autoencoder.name_or_path={base / 'autoencoder'}", f"cache.dir={base / 'cache'}",
-        f"output_dir={base / 'run'}", "device=cpu",
-        "distill.ipc=2", "distill.iterations=2", "distill.real_batch=4", "distill.net_width=16",
-        "distill.checkpoint_every=2", "evaluate.epochs=2", "evaluate.runs=1", "evaluate.batch_size=8",
-    ]
+    """A tiny distilled file (3 classes, ipc 2, 2 iterations) from a run on the tiny image folder."""
+    base = make_tiny_base(tmp_path_factory.mktemp("evaluate"))
+    overrides = [*tiny_overrides(base, base / "run", ipc=2, iterations=2), "evaluate.batch_size=8"]
     output = workflows.run_distill(load_config(None, overrides), progress=False)
     return output
 

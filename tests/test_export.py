@@ -24,7 +24,7 @@ from latentdistill.export import (
     write_distilled,
 )
 
-CLASSES = ["class_a", "class_b", "class_c"]
+from helpers import CLASSES
 
 
 def make_set(ipc: int = 2, size: int = 16, embeddings: bool = True) -> DistilledSet:
@@ -34,7 +34,7 @@ def make_set(ipc: int = 2, size: int = 16, embeddings: bool = True) -> Distilled
         "format_version": FORMAT_VERSION,
         "task": "classification",
         "dataset": "tinyset",
-        "classes": CLASSES,
+        "classes": list(CLASSES),
         "ipc": ipc,
         "autoencoder": {"kind": "taesd", "variant": "taesd", "latent_channels": 4, "scaling_factor": 1.0,
                         "name_or_path": "/somewhere", "subfolder": None},
@@ -68,7 +68,7 @@ def test_round_trip(tmp_path):
     assert loaded.latents.dtype == torch.float32 and loaded.labels.dtype == torch.int64
     assert loaded.images.dtype == torch.uint8
     assert loaded.metadata == original.metadata
-    assert loaded.classes == CLASSES and loaded.ipc == 2
+    assert loaded.classes == list(CLASSES) and loaded.ipc == 2
 
     without = make_set(embeddings=False)
     without.images = None
@@ -85,7 +85,7 @@ def test_load_distilled_is_a_dataset(tmp_path):
     dataset = load_distilled(path)
     assert isinstance(dataset, Dataset)
     assert len(dataset) == 9
-    assert dataset.classes == CLASSES
+    assert dataset.classes == list(CLASSES)
     image, label = dataset[4]
     assert image.shape == (3, 16, 16) and image.dtype == torch.float32
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0

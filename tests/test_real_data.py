@@ -14,8 +14,8 @@ from PIL import Image
 
 from latentdistill.export import read_distilled
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+from helpers import REPO, SHARED
+
 CIFAR = SHARED / "data" / "cifar10"
 TAEF2 = SHARED / "weights" / "taef2"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
