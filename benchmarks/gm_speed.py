@@ -3,7 +3,8 @@
     python benchmarks/gm_speed.py --config configs/cifar10_ipc10.yaml [--iterations 5]
 
 Baseline (as the DC/GLaD scripts do it): per class, gather the real batch from uint8 images and
-normalise it, decode that class's latents on their own, run the network in float32.
+normalise it, decode that class's latents on their own, run the network in float32; one backward
+over the summed distance.
 latentdistill: real images normalised once and kept, all latents decoded in one batch, network passes
 under the configured precision. Same network, same real batch size, same DSA draw; both are timed
 in this one process, alternating, and the ratio is printed.
@@ -48,7 +49,7 @@ def main() -> None:
     objective = GradientMatching(augment, precision=config.precision)
 
     def baseline(net, picks, params):
-        total = 0.0
+        total = latents.new_zeros(())
         for c in range(classes):
             real = normalize(data.train.images[rows_by_class[c][picks[c]]].float() / 255)
             syn = normalize(autoencoder.decode(latents[synthetic.labels == c]))
@@ -59,10 +60,9 @@ def main() -> None:
             g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), target), weights)]
             target = torch.full((len(syn),), c)
             g_syn = torch.autograd.grad(F.cross_entropy(net(syn), target), weights, create_graph=True)
-            distance = gradient_distance(g_real, g_syn)
-            distance.backward()
-            total += float(distance)
-        return total
+            total = total + gradient_distance(g_real, g_syn)
+        total.backward()
+        return float(total.detach())
 
     def ours(net, picks, params):
         images = normalize(autoencoder.decode(latents))

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from latentdistill import __version__
 from latentdistill.errors import LatentDistillError
 
 
@@ -20,6 +21,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, required: bool = True
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentdistill", description="Latent dataset distillation with diffusion models.")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--version", action="version", version=f"latentdistill {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     encode = verbs.add_parser("encode", help="encode a dataset into the latent cache")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +90,13 @@ def run_encode(config: RunConfig, progress: bool = True) -> PreparedData:
     return prepare_data(config, progress=progress)
 
 
+def distill_minutes(log_path: Path) -> float:
+    """Time spent in the distillation loop, summed over every session of a (resumed) run."""
+    if not log_path.exists():
+        return 0.0
+    return sum(json.loads(line)["seconds"] for line in log_path.read_text().splitlines() if line.strip()) / 60
+
+
 def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progress: bool = True) -> Path:
     """Distill into ``config.output_dir`` and export ``distilled.safetensors`` and ``grid.png``."""
     set_threads(config.threads)
@@ -108,12 +114,11 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_main:
         save_config(config, run_dir / "config.yaml")
-    started = time.perf_counter()
     synthetic = distill(
         config, data.train.latents, data.train.labels, data.train.images, data.train_rows, len(data.classes),
         autoencoder, prior, run_dir, device, resume=resume, accelerator=accelerator, progress=progress,
     )
-    minutes = (time.perf_counter() - started) / 60
+    minutes = distill_minutes(run_dir / "distill_log.jsonl")
     if is_main:
         with torch.no_grad():
             images = autoencoder.to(device).decode(prior(synthetic.latents.to(device))).cpu()
@@ -129,7 +134,8 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
             "config": config_to_dict(config),
             "seed": config.seed,
             "versions": package_versions(),
-            "distill_minutes_this_session": round(minutes, 2),
+            "distill_iterations": config.distill.iterations,
+            "distill_minutes": round(minutes, 2),
             "device": str(device),
         }
         write_distilled(output, DistilledSet(synthetic.latents, synthetic.labels, images, None, metadata))
@@ -156,10 +162,7 @@ def run_evaluate(path: str | Path, config_path: str | None = None, overrides: li
     device = resolve_device(config.device)
     if distilled.images is None:
         raise LatentDistillError(f"{path} holds no decoded images to train on")
-    autoencoder_spec = distilled.metadata.get("autoencoder", {})
-    data = prepare_data(config, progress=progress) if autoencoder_spec else None
-    if data is None:
-        raise LatentDistillError(f"{path} names no autoencoder in its metadata")
+    data = prepare_data(config, progress=progress)
     if data.classes != distilled.classes:
         raise LatentDistillError(f"{path} was distilled for classes {distilled.classes}, the dataset at {config.data.root} has {data.classes}")
     normalize = Normalize(config.data.mean, config.data.std).to(device)

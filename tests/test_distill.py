@@ -270,6 +270,15 @@ def test_resume_with_changed_distill_section_is_refused(tiny_run, copied_checkpo
     assert torch.equal(read_distilled(resumed).latents, read_distilled(output).latents)
 
 
+def test_resume_may_extend_a_finished_run(copied_checkpoint, tiny_base, tmp_path):
+    """More iterations on resume continue the same trajectory as one longer run."""
+    run_dir, _ = copied_checkpoint
+    extended = workflows.run_distill(load_config(None, tiny_overrides(tiny_base, run_dir, iterations=6)), resume=True, progress=False)
+    longer = workflows.run_distill(load_config(None, tiny_overrides(tiny_base, tmp_path / "longer", iterations=6)), progress=False)
+    assert torch.equal(read_distilled(extended).latents, read_distilled(longer).latents)
+    assert [json.loads(line)["iteration"] for line in (run_dir / "distill_log.jsonl").read_text().splitlines()][-2:] == [5, 6]
+
+
 # --- the acceptance test: SIGKILL + --resume == uninterrupted, bitwise ----------------------
 
 

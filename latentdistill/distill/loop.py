@@ -30,8 +30,20 @@ from latentdistill.runtime import Normalize, iteration_seed
 # DC's (outer, inner) loop lengths by images per class.
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 OBJECTIVES = {"gm": GradientMatching}
-# Config keys that must not change when a run is resumed.
+# Config sections that must not change when a run is resumed; the run may be extended, though.
 RESUME_KEYS = ("seed", "data", "autoencoder", "prior", "augment", "distill", "precision")
+RESUME_MAY_CHANGE = ("iterations", "checkpoint_every")
+
+
+def _changed_section(saved: dict, wanted: dict) -> str | None:
+    for key in RESUME_KEYS:
+        old, new = saved.get(key), wanted.get(key)
+        if key == "distill" and isinstance(old, dict) and isinstance(new, dict):
+            old = {k: v for k, v in old.items() if k not in RESUME_MAY_CHANGE}
+            new = {k: v for k, v in new.items() if k not in RESUME_MAY_CHANGE}
+        if old != new:
+            return key
+    return None
 
 
 def loop_lengths(ipc: int, outer: int, inner: int) -> tuple[int, int]:
@@ -97,9 +109,9 @@ def distill(
     optimizer_state = None
     if resume and checkpoint_path.exists():
         saved = load_checkpoint(checkpoint_path)
-        changed = [k for k in RESUME_KEYS if saved.config.get(k) != resolved.get(k)]
+        changed = _changed_section(saved.config, resolved)
         if changed:
-            raise LatentDistillError(f"cannot resume {checkpoint_path}: config section '{changed[0]}' differs from the saved run")
+            raise LatentDistillError(f"cannot resume {checkpoint_path}: config section '{changed}' differs from the saved run")
         synthetic = SyntheticSet(saved.latents, saved.labels)
         start_iteration, optimizer_state = saved.iteration, saved.optimizer_state
 
