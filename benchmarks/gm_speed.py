@@ -76,7 +76,8 @@ def main() -> None:
         net = nets.build(settings.net, num_classes=classes, resolution=config.data.resolution, width=settings.net_width, depth=settings.net_depth)
         picks = {c: torch.randint(len(rows_by_class[c]), (settings.real_batch,)) for c in range(classes)}
         params = augment.sample(classes)
-        for name, step in (("baseline", baseline), ("latentdistill", ours)):
+        order = (("baseline", baseline), ("latentdistill", ours))
+        for name, step in order if iteration % 2 else order[::-1]:  # alternate, so neither always runs first
             latents.grad = None
             started = time.perf_counter()
             step(net, picks, params)
