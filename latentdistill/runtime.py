@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -28,6 +30,13 @@ def set_threads(threads: int) -> None:
 def iteration_seed(seed: int, iteration: int) -> int:
     """A distinct, reproducible seed per (run seed, iteration): what makes resumed runs bitwise equal."""
     return (seed * 1_000_003 + iteration * 7_919 + 12_345) % (2**63 - 1)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for network passes when ``precision == "bf16"``; a no-op for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class Normalize(nn.Module):

@@ -9,13 +9,12 @@ in the reference code.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
+from latentdistill.runtime import autocast
 
 
 def gradient_distance(real: list[torch.Tensor], synthetic: list[torch.Tensor]) -> torch.Tensor:
@@ -45,9 +44,7 @@ class GradientMatching:
         self.precision = precision
 
     def autocast(self, device: torch.device):
-        if self.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(device, self.precision)
 
     def class_gradients(
         self, net: nn.Module, images: torch.Tensor, label: int, create_graph: bool

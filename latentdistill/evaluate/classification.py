@@ -8,7 +8,6 @@ tested once. Validation accuracy (on images carved from train) is reported besid
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
@@ -19,11 +18,7 @@ from tqdm.auto import tqdm
 from latentdistill import nets
 from latentdistill.config import EvaluateConfig
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.runtime import Normalize
-
-
-def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+from latentdistill.runtime import Normalize, autocast
 
 
 def train_classifier(
@@ -53,7 +48,7 @@ def train_classifier(
             batch = inputs[rows]
             if augment is not None:
                 batch = augment.apply(batch, augment.sample(len(rows), generator))
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 loss = F.cross_entropy(net(batch), targets[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.float().backward()
@@ -77,7 +72,7 @@ def accuracy(
     correct = 0
     for start in range(0, len(images), batch_size):
         batch = normalize(images[start : start + batch_size].to(device).float() / 255)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             predictions = net(batch).argmax(1)
         correct += int((predictions.cpu() == labels[start : start + batch_size]).sum())
     return 100.0 * correct / max(1, len(images))
