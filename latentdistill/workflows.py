@@ -6,6 +6,7 @@ call take and return tensors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -108,7 +109,9 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
     is_main = accelerator is None or accelerator.is_main_process
     autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
     prior = build_prior(config.prior)
-    data = prepare_data(config, autoencoder, progress=progress and is_main)
+    # The main process builds (or checks) the cache before the others read it.
+    with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
+        data = prepare_data(config, autoencoder, progress=progress and is_main)
     if data.train.latents is None:
         raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
     run_dir.mkdir(parents=True, exist_ok=True)
