@@ -140,6 +140,7 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
             "distill_iterations": config.distill.iterations,
             "distill_minutes": round(minutes, 2),
             "device": str(device),
+            "processes": 1 if accelerator is None else accelerator.num_processes,
         }
         write_distilled(output, DistilledSet(synthetic.latents, synthetic.labels, images, None, metadata))
         save_grid(images, synthetic.labels, run_dir / "grid.png")

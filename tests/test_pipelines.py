@@ -4,7 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
+
+from latentdistill import read_distilled
 
 from helpers import REPO, make_tiny_base, tiny_overrides
 
@@ -33,3 +36,19 @@ def test_pipeline_errors_are_one_line(tmp_path):
     broken = run([sys.executable, "pipelines/encode.py", "--config", "configs/smoke.yaml", "distill.ipcc=3"])
     assert broken.returncode == 2
     assert broken.stderr.strip().splitlines() == ["error: unknown config key 'distill.ipcc' (did you mean distill.ipc?)"]
+
+
+def test_two_processes_match_one(tmp_path):
+    """Each process matches a share of the classes; summed latent gradients give the one-process result."""
+    base = make_tiny_base(tmp_path)
+    common = ["--config", "configs/smoke.yaml", "threads=1"]
+    extra = {"iterations": 3, "ipc": 2, "outer_loop": 2, "inner_loop": 2}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = run([str(torchrun), "--nproc_per_node", "2", "pipelines/distill.py", *common,
+               *tiny_overrides(base, tmp_path / "two", **extra)])
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = run([sys.executable, "pipelines/distill.py", *common, *tiny_overrides(base, tmp_path / "one", **extra)])
+    assert one.returncode == 0, one.stderr[-2000:]
+    sets = [read_distilled(tmp_path / name / "distilled.safetensors") for name in ("one", "two")]
+    assert [s.metadata["processes"] for s in sets] == [1, 2]
+    assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6)
