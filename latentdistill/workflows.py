@@ -72,6 +72,10 @@ def prepare_data(config: RunConfig, autoencoder=None, progress: bool = True) -> 
     if autoencoder is None:
         autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
     directory = cache_directory(config)
+    if not Path(config.data.root).is_dir():
+        raise LatentDistillError(
+            f"config key 'data.root': dataset folder not found: {config.data.root} (relative paths are read from {Path.cwd()})"
+        )
     train_folder = ImageFolder.scan(config.data.root, config.data.train_split)
     test_folder = ImageFolder.scan(config.data.root, config.data.test_split, classes=train_folder.classes)
     common = dict(shard_size=config.cache.shard_size, batch_size=config.cache.batch_size, skip_bad=config.data.skip_bad, progress=progress)

@@ -163,6 +163,7 @@ def test_encode_missing_dataset_or_autoencoder(config_file, tmp_path, capsys):
     code, _, err = run_cli(capsys, "encode", "--config", str(config_file), f"data.root={tmp_path / 'nowhere'}")
     assert code == 2
     assert_one_line_error(err, tmp_path / "nowhere")
+    assert "'data.root'" in err
     code, _, err = run_cli(capsys, "encode", "--config", str(config_file), f"autoencoder.name_or_path={tmp_path / 'no_weights'}")
     assert code == 2
     assert_one_line_error(err, tmp_path / "no_weights")
