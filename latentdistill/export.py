@@ -8,6 +8,7 @@ results. No pickle: anyone can open it with safetensors alone.
 
 from __future__ import annotations
 
+import io
 import json
 import platform
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
 
 from latentdistill.errors import LatentDistillError
-from latentdistill.io import atomic_save_file
+from latentdistill.io import atomic_save_file, atomic_write_bytes
 
 FORMAT_VERSION = 1
 TASKS = ("classification", "sr")
@@ -149,6 +150,6 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, path: str | Path, scal
             canvas[:, top : top + height, left : left + width] = image
     picture = Image.fromarray(canvas.permute(1, 2, 0).numpy())
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
-    temporary = Path(path).with_suffix(".tmp.png")
-    picture.save(temporary)
-    temporary.replace(path)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

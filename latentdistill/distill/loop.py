@@ -147,20 +147,16 @@ def distill(
         torch.manual_seed(iteration_seed(config.seed, iteration))
         net = nets.build(settings.net, num_classes=num_classes, resolution=resolution,
                          width=settings.net_width, depth=settings.net_depth).to(device)
-        net.train()
-        for p in net.parameters():
-            p.requires_grad_(True)
         net_optimizer = torch.optim.SGD(net.parameters(), lr=settings.inner_lr)
         losses = []
         for outer in range(outer_loop):
-            real_batches = {
-                c: real_by_class[c][torch.randint(len(real_by_class[c]), (settings.real_batch,), generator=generator).to(device)]
-                for c in range(num_classes)
-            }
+            # Every process draws every class's rows (the generators stay in step), gathers only its own.
+            picks = {c: torch.randint(len(real_by_class[c]), (settings.real_batch,), generator=generator)
+                     for c in range(num_classes)}
+            real_batches = {c: real_by_class[c][picks[c].to(device)] for c in my_classes}
             augment_params = augment.sample(num_classes, generator)
             synthetic_images = generate()
-            loss = objective.loss(net, {c: real_batches[c] for c in my_classes}, synthetic_images,
-                                  synthetic_labels, augment_params)
+            loss = objective.loss(net, real_batches, synthetic_images, synthetic_labels, augment_params)
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
             if num_processes > 1:

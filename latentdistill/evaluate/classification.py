@@ -117,16 +117,16 @@ def evaluate_classification(
     """Train ``config.runs`` networks on the distilled set (and on random real subsets of the same
     IPC), test each once on the real test split, and return the summary."""
     ipc = int(torch.bincount(distilled_labels).max())
-    sets = {"distilled": (distilled_images, distilled_labels)}
     results: dict[str, dict[str, list[float]]] = {"distilled": {"test": [], "validation": []}}
     if config.random_real:
         results["random_real"] = {"test": [], "validation": []}
+    validation_images, validation_labels = train_images[validation_rows], train_labels[validation_rows]
     started = time.perf_counter()
     jobs = [(name, run) for run in range(config.runs) for name in results]
     for name, run in tqdm(jobs, desc=f"evaluate ipc={ipc}", disable=not progress):
         run_seed = seed * 1000 + run
         if name == "distilled":
-            images, labels = sets["distilled"]
+            images, labels = distilled_images, distilled_labels
         else:
             rows = random_real_subset(train_labels, train_rows, ipc, seed=run_seed)
             images, labels = train_images[rows], train_labels[rows]
@@ -134,8 +134,7 @@ def evaluate_classification(
         results[name]["test"].append(accuracy(net, test_images, test_labels, normalize, device, config.test_batch, precision))
         if len(validation_rows):
             results[name]["validation"].append(
-                accuracy(net, train_images[validation_rows], train_labels[validation_rows], normalize, device,
-                         config.test_batch, precision)
+                accuracy(net, validation_images, validation_labels, normalize, device, config.test_batch, precision)
             )
     report = {"ipc": ipc, "minutes": round((time.perf_counter() - started) / 60, 2)}
     for name, values in results.items():
