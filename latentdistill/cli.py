@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
     run.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
 
+    train_prior = verbs.add_parser("train-prior", help="train a class-conditional latent diffusion prior on the latent cache")
+    _add_config_arguments(train_prior)
+    train_prior.add_argument("--resume", action="store_true", help="continue the training in output_dir from its checkpoint")
+    train_prior.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
+
     info = verbs.add_parser("info", help="print a distilled file's metadata and shapes")
     info.add_argument("file")
     return parser
@@ -100,6 +105,10 @@ def _run_verb(args: argparse.Namespace) -> None:
         data = workflows.run_encode(config, progress=progress)
         print(f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
               f"{data.test.directory} ({len(data.test.labels)} test images)")
+        return
+    if args.verb == "train-prior":
+        folder = workflows.run_train_prior(config, resume=args.resume, progress=progress)
+        print(f"trained prior: {folder} (use it with prior.name=diffusion prior.denoiser={folder})")
         return
     from accelerate import Accelerator
 

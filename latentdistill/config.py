@@ -28,10 +28,16 @@ _MINIMUM = {
     "distill.ipc": 1, "distill.iterations": 0, "distill.real_batch": 1, "distill.outer_loop": 0,
     "distill.inner_loop": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
     "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
+    "prior.steps": 1, "prior.t_start": 0, "prior.steps_per_checkpoint": 0, "distill.embedding_lr": 0.0,
+    "train_prior.width": 1, "train_prior.depth": 1, "train_prior.heads": 1, "train_prior.patch_size": 1,
+    "train_prior.steps": 0, "train_prior.batch_size": 1, "train_prior.checkpoint_every": 1,
+    "train_prior.train_timesteps": 2, "train_prior.class_dropout": 0.0, "train_prior.ema_decay": 0.0,
 }
 # Keys with a fixed set of values, checked when set (the registries check names like nets and priors).
 _CHOICES = {"precision": ("fp32", "bf16"), "autoencoder.kind": ("auto", "taesd", "kl", "tiny"),
-            "distill.optimizer": ("sgd", "adam")}
+            "distill.optimizer": ("sgd", "adam"), "prior.kind": ("auto", "dit", "unet", "sd"),
+            "prior.residual": ("mean", "x0", "none"), "train_prior.architecture": ("dit", "unet"),
+            "train_prior.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2")}
 
 
 @dataclass
@@ -69,7 +75,25 @@ class CacheConfig:
 
 @dataclass
 class PriorConfig:
-    name: str = "vae"
+    name: str = "vae"  # vae (decode z as it is) | diffusion (LD3M: T denoising steps, then decode)
+    # The rest is read by prior "diffusion" only.
+    # A hub id or a local folder: a diffusers pipeline folder (transformer/ or unet/, scheduler/, and for
+    # Stable Diffusion text_encoder/ and tokenizer/), one model folder, or a `latentdistill train-prior` output.
+    denoiser: str = ""
+    kind: str = "auto"  # auto | dit | unet (class-conditional UNet2DModel) | sd (UNet2DConditionModel + CLIP)
+    steps: int = 10  # T, the DDIM steps (eta 0) from t_start down to the clean latent
+    t_start: int = 300  # noise level the chain starts from, in training timesteps (0: no noise)
+    residual: str = "x0"  # mean (LD3M paper) | x0 (LD3M code) | none (plain DDIM)
+    guidance_scale: float = 1.0  # classifier-free guidance; 1 turns it off
+    # Activation checkpointing: the chain is split into segments of this many steps whose activations are
+    # recomputed in the backward pass; 0 keeps every activation (fastest, memory grows with T).
+    steps_per_checkpoint: int = 1
+    # The model's class id for each dataset class, in the dataset's class order; empty: 0, 1, 2, ...
+    class_ids: list[int] = field(default_factory=list)
+    prompt: str = "a photo of a {class}"  # Stable Diffusion only
+    # Seed of the fixed noise that q_sample adds to each synthetic latent (fixed, so an exported image
+    # is exactly what the distillation optimised).
+    noise_seed: int = 0
 
 
 @dataclass
@@ -104,6 +128,8 @@ class DistillConfig:
     inner_batch: int = 256
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.1
+    # Learning rate of the conditioning embeddings (prior "diffusion"); 0 keeps them fixed.
+    embedding_lr: float = 0.01
     momentum: float = 0.5
     checkpoint_every: int = 50
 
@@ -124,6 +150,26 @@ class EvaluateConfig:
 
 
 @dataclass
+class TrainPriorConfig:
+    """`latentdistill train-prior`: a small class-conditional latent diffusion model on a latent cache."""
+
+    architecture: str = "dit"  # dit (DiTTransformer2DModel) | unet (UNet2DModel)
+    width: int = 256  # DiT hidden size; UNet base channels
+    depth: int = 6  # DiT blocks; UNet resolution levels
+    heads: int = 4  # DiT attention heads
+    patch_size: int = 1  # DiT patch size in latent pixels
+    steps: int = 6000
+    batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999  # the saved model is the EMA of the weights
+    class_dropout: float = 0.1  # labels dropped to the null class, for classifier-free guidance
+    train_timesteps: int = 1000
+    beta_schedule: str = "linear"  # linear | scaled_linear | squaredcos_cap_v2
+    checkpoint_every: int = 500
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "outputs/run"
     seed: int = 0
@@ -140,6 +186,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    train_prior: TrainPriorConfig = field(default_factory=TrainPriorConfig)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

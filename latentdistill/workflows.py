@@ -95,6 +95,22 @@ def run_encode(config: RunConfig, progress: bool = True) -> PreparedData:
     return prepare_data(config, progress=progress)
 
 
+def run_train_prior(config: RunConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train a class-conditional latent diffusion prior on the dataset's latent cache (built if missing)."""
+    from latentdistill.priors.training import train_prior
+
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
+    data = prepare_data(config, autoencoder, progress=progress)
+    if data.train.latents is None:
+        raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
+    return train_prior(
+        config, data.train.latents, data.train.labels, data.train_rows, data.validation_rows, data.classes,
+        autoencoder.spec(), device, resume=resume, progress=progress,
+    )
+
+
 def distill_minutes(log_path: Path) -> float:
     """Time spent in the distillation loop, summed over every session of a (resumed) run."""
     if not log_path.exists():
@@ -112,10 +128,10 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
         raise LatentDistillError(f"{output} already exists: choose another output_dir (nothing was overwritten)")
     is_main = accelerator is None or accelerator.is_main_process
     autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
-    prior = build_prior(config.prior)
     # The main process builds (or checks) the cache before the others read it.
     with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
         data = prepare_data(config, autoencoder, progress=progress and is_main)
+    prior = build_prior(config.prior, data.classes, config.precision)
     if data.train.latents is None:
         raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,8 +143,9 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
     )
     minutes = distill_minutes(run_dir / "distill_log.jsonl")
     if is_main:
+        embeddings = None if synthetic.embeddings is None else synthetic.embeddings.to(device)
         with torch.no_grad():
-            images = autoencoder.to(device).decode(prior(synthetic.latents.to(device))).cpu()
+            images = autoencoder.to(device).decode(prior.to(device)(synthetic.latents.to(device), embeddings)).cpu()
         images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
         metadata = {
             "format_version": FORMAT_VERSION,
@@ -146,7 +163,7 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
             "device": str(device),
             "processes": 1 if accelerator is None else accelerator.num_processes,
         }
-        write_distilled(output, DistilledSet(synthetic.latents, synthetic.labels, images, None, metadata))
+        write_distilled(output, DistilledSet(synthetic.latents, synthetic.labels, images, synthetic.embeddings, metadata))
         save_grid(images, synthetic.labels, run_dir / "grid.png")
     return output
 

@@ -81,3 +81,60 @@ def one_line(error: pytest.ExceptionInfo) -> str:
     message = str(error.value)
     assert "\n" not in message, message
     return message
+
+
+# Tiny random denoisers for the tiny autoencoder's latents (4 channels, 2 x 2 at 16 px), saved in the
+# layouts users download: a DiT pipeline folder, a bare UNet2DModel folder, a Stable Diffusion folder.
+DENOISER_KINDS = ("dit", "unet", "sd")
+
+
+def _save_scheduler(folder: Path, prediction_type: str = "epsilon") -> None:
+    from diffusers import DDIMScheduler
+
+    DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type=prediction_type).save_pretrained(folder)
+
+
+def _save_tiny_tokenizer(folder: Path) -> None:
+    """A character-level CLIP tokenizer (every letter is a token), enough for "a photo of a class_a"."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    symbols = list("abcdefghijklmnopqrstuvwxyz_0123456789")
+    vocab = {token: index for index, token in enumerate(symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"])}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=32).save_pretrained(folder)
+
+
+def save_tiny_denoiser(folder: Path, kind: str, seed: int = 0, num_classes: int = 3) -> Path:
+    """A random denoiser of ``kind`` (dit | unet | sd) plus its scheduler, saved with ``save_pretrained``."""
+    import torch
+    from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
+
+    torch.manual_seed(seed)
+    if kind == "dit":
+        DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+                              sample_size=2, patch_size=1, num_embeds_ada_norm=num_classes).save_pretrained(folder / "transformer")
+        _save_scheduler(folder / "scheduler")
+    elif kind == "unet":
+        UNet2DModel(sample_size=2, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                    down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                    norm_num_groups=4, num_class_embeds=num_classes).save_pretrained(folder)
+        _save_scheduler(folder)  # a bare model folder with its scheduler_config.json beside it
+    elif kind == "sd":
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        UNet2DConditionModel(sample_size=2, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=4,
+                             cross_attention_dim=16, attention_head_dim=2).save_pretrained(folder / "unet")
+        text = CLIPTextConfig(vocab_size=76, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, max_position_embeddings=32, bos_token_id=74, eos_token_id=75, pad_token_id=75)
+        CLIPTextModel(text).save_pretrained(folder / "text_encoder")
+        _save_tiny_tokenizer(folder / "tokenizer")
+        _save_scheduler(folder / "scheduler", prediction_type="v_prediction")
+    else:
+        raise ValueError(kind)
+    return folder

@@ -74,6 +74,16 @@ def check_interface(autoencoder: Autoencoder, size: int = 32) -> None:
     assert autoencoder.decode_batched(batched, batch_size=1).shape == images.shape
 
 
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
+    """diffusers fills missing tensors with random weights and only warns; a random autoencoder is refused."""
+    tiny_kl().save_pretrained(tmp_path / "kl")
+    weights = tmp_path / "kl" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v for k, v in tensors.items() if not k.startswith("decoder.conv_in")}, weights)
+    with one_line_error(r"could not load AutoencoderKL from .*kl: the weights file does not match its config\.json"):
+        load_autoencoder(str(tmp_path / "kl"))
+
+
 def test_kl_autoencoder_from_local_folder(tmp_path):
     model = tiny_kl()
     model.save_pretrained(tmp_path)

@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.models.modeling_utils import ModelMixin
 
-from ..errors import LatentDistillError
+from ..pretrained import load_diffusers_model
 from .base import Autoencoder
 
 
@@ -37,12 +37,7 @@ class DiffusersAutoencoder(Autoencoder):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, subfolder: str | None = None) -> DiffusersAutoencoder:
         """Load a hub id or a local diffusers folder, in float32 (the distillation loop needs full precision)."""
-        try:
-            model = cls.model_class.from_pretrained(name_or_path, subfolder=subfolder, torch_dtype=torch.float32)
-        except (OSError, ValueError) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            where = f"{name_or_path} (subfolder {subfolder})" if subfolder else str(name_or_path)
-            raise LatentDistillError(f"could not load {cls.model_class.__name__} from {where}: {reason}") from error
+        model = load_diffusers_model(cls.model_class, name_or_path, subfolder, "autoencoder")
         return cls(model, name_or_path=str(name_or_path), subfolder=subfolder)
 
     @staticmethod

@@ -27,38 +27,54 @@ class Checkpoint:
     labels: torch.Tensor
     optimizer_state: dict
     config: dict
+    embeddings: torch.Tensor | None = None  # the learnable conditioning of prior "diffusion"
+
+
+def optimizer_tensors(state: dict, prefix: str = "optimizer.") -> tuple[dict[str, torch.Tensor], str]:
+    """An optimizer's state dict as flat tensors plus its param groups as JSON (no pickle)."""
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"{prefix}{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors, json.dumps(state["param_groups"])
+
+
+def optimizer_state(tensors: dict[str, torch.Tensor], groups: str, prefix: str = "optimizer.") -> dict:
+    """The inverse of ``optimizer_tensors``."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, name = key[len(prefix):].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": json.loads(groups)}
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     tensors = {"latents": checkpoint.latents.detach().cpu().contiguous(), "labels": checkpoint.labels.cpu()}
-    groups = checkpoint.optimizer_state["param_groups"]
-    for index, state in checkpoint.optimizer_state["state"].items():
-        for key, value in state.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    metadata = {
-        "iteration": str(checkpoint.iteration),
-        "optimizer_param_groups": json.dumps(groups),
-        "config": json.dumps(checkpoint.config),
-    }
+    if checkpoint.embeddings is not None:
+        tensors["embeddings"] = checkpoint.embeddings.detach().cpu().contiguous()
+    state, groups = optimizer_tensors(checkpoint.optimizer_state)
+    tensors.update(state)
+    metadata = {"iteration": str(checkpoint.iteration), "optimizer_param_groups": groups,
+                "config": json.dumps(checkpoint.config)}
     atomic_save_file(tensors, path, metadata=metadata)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def read_safetensors(path: Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(path, framework="pt") as file:
-            metadata = file.metadata() or {}
-            tensors = {key: file.get_tensor(key) for key in file.keys()}
+            return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
-        raise LatentDistillError(f"checkpoint {path} is unreadable ({str(error).splitlines()[0]})") from None
+        raise LatentDistillError(f"{what} {path} is unreadable ({str(error).splitlines()[0]})") from None
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    tensors, metadata = read_safetensors(path)
     missing = [k for k in ("iteration", "optimizer_param_groups", "config") if k not in metadata]
     if missing or "latents" not in tensors or "labels" not in tensors:
         raise LatentDistillError(f"{path} is not a latentdistill checkpoint (missing {missing or ['latents/labels']})")
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    optimizer_state = {"state": state, "param_groups": json.loads(metadata["optimizer_param_groups"])}
     return Checkpoint(
-        int(metadata["iteration"]), tensors["latents"], tensors["labels"], optimizer_state, json.loads(metadata["config"])
+        int(metadata["iteration"]), tensors["latents"], tensors["labels"],
+        optimizer_state(tensors, metadata["optimizer_param_groups"]), json.loads(metadata["config"]),
+        tensors.get("embeddings"),
     )

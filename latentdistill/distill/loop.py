@@ -90,6 +90,7 @@ def distill(
     augment = DifferentiableAugment(config.augment)
     objective = OBJECTIVES[settings.objective](augment, precision=config.precision)
     autoencoder = autoencoder.to(device)
+    prior = prior.to(device)
     resolution = images.shape[-1]
 
     # Real images: normalised once, grouped by class; only the rows outside the validation split.
@@ -112,28 +113,39 @@ def distill(
         changed = _changed_section(saved.config, resolved)
         if changed:
             raise LatentDistillError(f"cannot resume {checkpoint_path}: config section '{changed}' differs from the saved run")
-        synthetic = SyntheticSet(saved.latents, saved.labels)
+        synthetic = SyntheticSet(saved.latents, saved.labels, saved.embeddings)
         start_iteration, optimizer_state = saved.iteration, saved.optimizer_state
+    else:
+        synthetic.embeddings = prior.initial_conditioning(synthetic.labels)
 
+    # The learnable tensors: z always, the conditioning c when the prior takes one (with its own lr).
     synthetic_latents = synthetic.latents.to(device).requires_grad_(True)
     synthetic_labels = synthetic.labels.to(device)
+    groups = [{"params": [synthetic_latents], "lr": settings.lr}]
+    synthetic_embeddings = None
+    if synthetic.embeddings is not None:
+        synthetic_embeddings = synthetic.embeddings.to(device).requires_grad_(settings.embedding_lr > 0)
+        if settings.embedding_lr > 0:
+            groups.append({"params": [synthetic_embeddings], "lr": settings.embedding_lr})
+    learnable = [tensor for group in groups for tensor in group["params"]]
     if settings.optimizer == "sgd":
-        optimizer = torch.optim.SGD([synthetic_latents], lr=settings.lr, momentum=settings.momentum)
+        optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
     elif settings.optimizer == "adam":
-        optimizer = torch.optim.Adam([synthetic_latents], lr=settings.lr)
+        optimizer = torch.optim.Adam(groups, lr=settings.lr)
     else:
         raise LatentDistillError(f"config key 'distill.optimizer': unknown optimizer '{settings.optimizer}' (sgd | adam)")
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
     def generate() -> torch.Tensor:
-        return normalize(autoencoder.decode(prior(synthetic_latents)))
+        return normalize(autoencoder.decode(prior(synthetic_latents, synthetic_embeddings)))
 
     def write_checkpoint(iteration: int) -> None:
         if is_main:
             save_checkpoint(
                 checkpoint_path,
-                Checkpoint(iteration, synthetic_latents, synthetic_labels, optimizer.state_dict(), resolved),
+                Checkpoint(iteration, synthetic_latents, synthetic_labels, optimizer.state_dict(), resolved,
+                           synthetic_embeddings),
             )
 
     log_path = run_dir / "distill_log.jsonl"
@@ -160,7 +172,8 @@ def distill(
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
             if num_processes > 1:
-                synthetic_latents.grad = accelerator.reduce(synthetic_latents.grad, reduction="sum")
+                for tensor in learnable:
+                    tensor.grad = accelerator.reduce(tensor.grad, reduction="sum")
                 loss = accelerator.reduce(loss.detach(), reduction="sum")
             optimizer.step()
             losses.append(float(loss.detach()))
@@ -190,4 +203,5 @@ def distill(
     bar.close()
     if start_iteration >= settings.iterations:
         write_checkpoint(settings.iterations)
-    return SyntheticSet(synthetic_latents.detach().cpu(), synthetic_labels.cpu())
+    embeddings = None if synthetic_embeddings is None else synthetic_embeddings.detach().cpu()
+    return SyntheticSet(synthetic_latents.detach().cpu(), synthetic_labels.cpu(), embeddings)

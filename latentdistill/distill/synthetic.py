@@ -15,6 +15,7 @@ INITIALISATIONS = ("random_real", "noise")
 class SyntheticSet:
     latents: torch.Tensor  # (N, C, h, w), the learnable part
     labels: torch.Tensor  # (N,), class-major: ipc rows per class
+    embeddings: torch.Tensor | None = None  # (N, ...) learnable conditioning, for priors that take one
 
 
 def initial_synthetic_set(

@@ -1,4 +1,8 @@
-"""Priors map learnable (latents z, conditioning c) to latents that the autoencoder decodes."""
+"""Priors map learnable (latents z, conditioning c) to latents that the autoencoder decodes.
+
+A new prior is a module with ``forward(latents, conditioning) -> latents``, ``initial_conditioning(labels)``
+(None when it takes none), ``conditional`` and ``spec()``, registered in ``PRIORS``.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,18 @@ from torch import nn
 
 from latentdistill.config import PriorConfig
 from latentdistill.errors import LatentDistillError
+from latentdistill.priors.diffusion import DiffusionPrior
 from latentdistill.priors.vae import VAEPrior
 
-PRIORS = {"vae": VAEPrior}
+PRIORS = {"vae": VAEPrior, "diffusion": DiffusionPrior}
 
 
-def build_prior(config: PriorConfig) -> nn.Module:
+def build_prior(config: PriorConfig, class_names: list[str] | None = None, precision: str = "fp32") -> nn.Module:
     if config.name not in PRIORS:
         raise LatentDistillError(f"config key 'prior.name': unknown prior '{config.name}' (known: {', '.join(PRIORS)})")
-    return PRIORS[config.name]()
+    if config.name == "vae":
+        return VAEPrior()
+    return DiffusionPrior.from_config(config, class_names or [], precision)
 
 
-__all__ = ["PRIORS", "VAEPrior", "build_prior"]
+__all__ = ["PRIORS", "DiffusionPrior", "VAEPrior", "build_prior"]

@@ -10,9 +10,13 @@ class VAEPrior(nn.Module):
     """Identity from learnable latents to latents ready to decode; conditioning is unused."""
 
     name = "vae"
+    conditional = False
 
     def forward(self, latents: torch.Tensor, conditioning: torch.Tensor | None = None) -> torch.Tensor:
         return latents
+
+    def initial_conditioning(self, labels: torch.Tensor) -> None:
+        return None
 
     def spec(self) -> dict:
         return {"name": self.name}
