@@ -28,7 +28,7 @@ _MINIMUM = {
     "distill.ipc": 1, "distill.iterations": 0, "distill.real_batch": 1, "distill.outer_loop": 0,
     "distill.inner_loop": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
     "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
-    "prior.steps": 1, "prior.t_start": 0, "prior.steps_per_checkpoint": 0, "distill.embedding_lr": 0.0,
+    "prior.steps": 1, "prior.t_start": 0, "distill.decode_chunk": 0, "prior.steps_per_checkpoint": 0, "distill.embedding_lr": 0.0,
     "train_prior.width": 1, "train_prior.depth": 1, "train_prior.heads": 1, "train_prior.patch_size": 1,
     "train_prior.steps": 0, "train_prior.batch_size": 1, "train_prior.checkpoint_every": 1,
     "train_prior.train_timesteps": 2, "train_prior.class_dropout": 0.0, "train_prior.ema_decay": 0.0,
@@ -128,6 +128,9 @@ class DistillConfig:
     inner_batch: int = 256
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.1
+    # Decode the synthetic latents in chunks of this many under activation checkpointing (for large
+    # decoders such as the SD VAE at 256 px); 0 decodes them at once and keeps every activation.
+    decode_chunk: int = 0
     # Learning rate of the conditioning embeddings (prior "diffusion"); 0 keeps them fixed.
     embedding_lr: float = 0.01
     momentum: float = 0.5

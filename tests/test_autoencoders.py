@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from latentdistill.autoencoders import Autoencoder, TinyAutoencoderFamily, load_autoencoder
 from latentdistill.errors import LatentDistillError
 
-from helpers import SHARED
+from helpers import SHARED, save_tiny_autoencoder
 
 
 def tiny_kl() -> AutoencoderKL:
@@ -290,3 +290,16 @@ def test_taef2_reconstructs_cifar10():
     print(f"taef2 CIFAR-10 PSNR: {psnr_32:.2f} dB at 32x32, {psnr_64:.2f} dB upsampled (bicubic) to 64x64")
     assert 23 < psnr_32 < 26, psnr_32
     assert psnr_64 > 29.5, psnr_64
+
+
+def test_checkpointed_decode_gives_the_same_images_and_gradients(tmp_path):
+    autoencoder = load_autoencoder(str(save_tiny_autoencoder(tmp_path / "taesd")))
+    start = torch.randn(5, 4, 2, 2)
+    results = []
+    for chunk in (0, 2):
+        latents = start.clone().requires_grad_(True)
+        images = autoencoder.decode_checkpointed(latents, chunk)
+        images.square().sum().backward()
+        results.append((images.detach(), latents.grad))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import LatentDistillError
 
@@ -78,6 +79,16 @@ class Autoencoder(nn.Module):
                 f"got {tuple(latents.shape)}"
             )
         return self._decode(latents)
+
+    def decode_checkpointed(self, latents: torch.Tensor, chunk: int) -> torch.Tensor:
+        """``decode`` in chunks of ``chunk`` latents whose activations are recomputed in the backward pass.
+
+        A large decoder (the SD VAE at 256 px) keeps gigabytes of activations per image for the backward
+        pass; this keeps one chunk's worth, so the synthetic set's size no longer sets the peak memory.
+        """
+        if chunk <= 0 or not torch.is_grad_enabled():
+            return self.decode(latents)
+        return torch.cat([checkpoint(self.decode, part, use_reentrant=False) for part in latents.split(chunk)])
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -138,7 +138,7 @@ def distill(
         optimizer.load_state_dict(optimizer_state)
 
     def generate() -> torch.Tensor:
-        return normalize(autoencoder.decode(prior(synthetic_latents, synthetic_embeddings)))
+        return normalize(autoencoder.decode_checkpointed(prior(synthetic_latents, synthetic_embeddings), settings.decode_chunk))
 
     def write_checkpoint(iteration: int) -> None:
         if is_main:
