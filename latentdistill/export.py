@@ -1,6 +1,7 @@
 """The distilled-dataset file: one ``.safetensors`` holding the tensors and a metadata record.
 
-Tensors: ``latents`` (N, C, h, w) float32, ``labels`` (N,) int64, optional ``embeddings`` and
+Tensors: ``latents`` (N, C, h, w) float32, ``labels`` (N,) int64, optional ``embeddings`` (N, ...)
+(the learnt conditioning of prior ``diffusion``) and
 ``images`` (N, 3, H, W) uint8 (decoded). Metadata (string -> JSON): format version, task, class names,
 autoencoder and prior specs, the resolved config, seed, package versions and, once evaluated, the
 results. No pickle: anyone can open it with safetensors alone.
@@ -109,6 +110,9 @@ def _validate(distilled: DistilledSet, path: Path) -> None:
         images = distilled.images
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[0] != n or images.shape[1] != 3:
             raise LatentDistillError(f"{path}: 'images' must be uint8 ({n}, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    embeddings = distilled.embeddings
+    if embeddings is not None and (not embeddings.is_floating_point() or embeddings.dim() < 2 or embeddings.shape[0] != n):
+        raise LatentDistillError(f"{path}: 'embeddings' must be a float ({n}, ...) tensor, one row per image, got {tuple(embeddings.shape)}")
     task = distilled.metadata.get("task")
     if task not in TASKS:
         raise LatentDistillError(f"{path}: unknown task '{task}' (known: {', '.join(TASKS)})")

@@ -195,6 +195,10 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     wrong_images.images = wrong_images.images.float()
     with pytest.raises(LatentDistillError, match="'images' must be uint8"):
         write_distilled(path, wrong_images)
+    wrong_embeddings = make_set()
+    wrong_embeddings.embeddings = wrong_embeddings.embeddings[:2]
+    with pytest.raises(LatentDistillError, match="'embeddings' must be a float"):
+        write_distilled(path, wrong_embeddings)
     assert path.read_bytes() == before
 
     # A write that dies half-way (disk full, killed) leaves the old file, and no temporary behind.

@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from latentdistill import read_distilled
 
-from helpers import REPO, make_tiny_base, tiny_overrides
+from helpers import REPO, make_tiny_base, save_tiny_denoiser, tiny_overrides
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
@@ -52,3 +52,21 @@ def test_two_processes_match_one(tmp_path):
     sets = [read_distilled(tmp_path / name / "distilled.safetensors") for name in ("one", "two")]
     assert [s.metadata["processes"] for s in sets] == [1, 2]
     assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6)
+
+
+def test_two_processes_match_one_through_the_diffusion_prior(tmp_path):
+    """The same under prior diffusion: the gradients of z and of the conditioning c are both summed."""
+    base = make_tiny_base(tmp_path)
+    denoiser = save_tiny_denoiser(tmp_path / "dit", "dit")
+    common = ["--config", "configs/smoke.yaml", "threads=1", "prior.name=diffusion", f"prior.denoiser={denoiser}",
+              "prior.steps=2", "prior.t_start=300"]
+    extra = {"iterations": 2, "ipc": 2, "outer_loop": 2, "inner_loop": 1}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = run([str(torchrun), "--nproc_per_node", "2", "pipelines/distill.py", *common,
+               *tiny_overrides(base, tmp_path / "two", **extra)])
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = run([sys.executable, "pipelines/distill.py", *common, *tiny_overrides(base, tmp_path / "one", **extra)])
+    assert one.returncode == 0, one.stderr[-2000:]
+    sets = [read_distilled(tmp_path / name / "distilled.safetensors") for name in ("one", "two")]
+    assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6)
+    assert torch.allclose(sets[0].embeddings, sets[1].embeddings, atol=1e-6)
