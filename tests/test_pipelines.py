@@ -38,35 +38,31 @@ def test_pipeline_errors_are_one_line(tmp_path):
     assert broken.stderr.strip().splitlines() == ["error: unknown config key 'distill.ipcc' (did you mean distill.ipc?)"]
 
 
-def test_two_processes_match_one(tmp_path):
-    """Each process matches a share of the classes; summed latent gradients give the one-process result."""
-    base = make_tiny_base(tmp_path)
-    common = ["--config", "configs/smoke.yaml", "threads=1"]
-    extra = {"iterations": 3, "ipc": 2, "outer_loop": 2, "inner_loop": 2}
+def distill_with_one_and_two_processes(tmp_path, base, extra_arguments: list[str], **distill) -> list:
+    """The same tiny run under ``torchrun --nproc_per_node 2`` and as one plain process."""
+    common = ["--config", "configs/smoke.yaml", "threads=1", *extra_arguments]
     torchrun = Path(sys.executable).with_name("torchrun")
     two = run([str(torchrun), "--nproc_per_node", "2", "pipelines/distill.py", *common,
-               *tiny_overrides(base, tmp_path / "two", **extra)])
+               *tiny_overrides(base, tmp_path / "two", **distill)])
     assert two.returncode == 0, two.stderr[-2000:]
-    one = run([sys.executable, "pipelines/distill.py", *common, *tiny_overrides(base, tmp_path / "one", **extra)])
+    one = run([sys.executable, "pipelines/distill.py", *common, *tiny_overrides(base, tmp_path / "one", **distill)])
     assert one.returncode == 0, one.stderr[-2000:]
-    sets = [read_distilled(tmp_path / name / "distilled.safetensors") for name in ("one", "two")]
+    return [read_distilled(tmp_path / name / "distilled.safetensors") for name in ("one", "two")]
+
+
+def test_two_processes_match_one(tmp_path):
+    """Each process matches a share of the classes; summed latent gradients give the one-process result."""
+    sets = distill_with_one_and_two_processes(tmp_path, make_tiny_base(tmp_path), [], iterations=3, ipc=2,
+                                              outer_loop=2, inner_loop=2)
     assert [s.metadata["processes"] for s in sets] == [1, 2]
     assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6)
 
 
 def test_two_processes_match_one_through_the_diffusion_prior(tmp_path):
     """The same under prior diffusion: the gradients of z and of the conditioning c are both summed."""
-    base = make_tiny_base(tmp_path)
     denoiser = save_tiny_denoiser(tmp_path / "dit", "dit")
-    common = ["--config", "configs/smoke.yaml", "threads=1", "prior.name=diffusion", f"prior.denoiser={denoiser}",
-              "prior.steps=2", "prior.t_start=300"]
-    extra = {"iterations": 2, "ipc": 2, "outer_loop": 2, "inner_loop": 1}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    two = run([str(torchrun), "--nproc_per_node", "2", "pipelines/distill.py", *common,
-               *tiny_overrides(base, tmp_path / "two", **extra)])
-    assert two.returncode == 0, two.stderr[-2000:]
-    one = run([sys.executable, "pipelines/distill.py", *common, *tiny_overrides(base, tmp_path / "one", **extra)])
-    assert one.returncode == 0, one.stderr[-2000:]
-    sets = [read_distilled(tmp_path / name / "distilled.safetensors") for name in ("one", "two")]
+    prior = ["prior.name=diffusion", f"prior.denoiser={denoiser}", "prior.steps=2", "prior.t_start=300"]
+    sets = distill_with_one_and_two_processes(tmp_path, make_tiny_base(tmp_path), prior, iterations=2, ipc=2,
+                                              outer_loop=2, inner_loop=1)
     assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6)
     assert torch.allclose(sets[0].embeddings, sets[1].embeddings, atol=1e-6)

@@ -135,6 +135,7 @@ class ClassConditionalDenoiser(Denoiser):
 
     def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         self._check_channels(latents)
+        # The hooks hand each label table its rows of c; the labels themselves only need a valid index.
         placeholder = torch.zeros(len(latents), dtype=torch.long, device=latents.device)
         self.tables.vectors = conditioning
         try:
@@ -159,16 +160,6 @@ class DiTDenoiser(ClassConditionalDenoiser):
 
     def label_modules(self) -> list[nn.Module]:
         return [block.norm1.emb.class_embedder for block in self.model.transformer_blocks]
-
-    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
-        self._check_channels(latents)
-        placeholder = torch.zeros(len(latents), dtype=torch.long, device=latents.device)
-        self.tables.vectors = conditioning
-        try:
-            output = self.model(latents, timestep=timesteps, class_labels=placeholder).sample
-        finally:
-            self.tables.vectors = None
-        return self._first_channels(output)
 
 
 class ClassUNetDenoiser(ClassConditionalDenoiser):

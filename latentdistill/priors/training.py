@@ -68,12 +68,6 @@ def _model_folder(settings: TrainPriorConfig) -> str:
     return "transformer" if settings.architecture == "dit" else "unet"
 
 
-def _predict(model: ModelMixin, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if isinstance(model, DiTTransformer2DModel):
-        return model(x, timestep=timesteps, class_labels=labels).sample
-    return model(x, timesteps, class_labels=labels).sample
-
-
 def diffusion_loss(model: ModelMixin, scheduler: DDPMScheduler, x0: torch.Tensor, labels: torch.Tensor,
                    generator: torch.Generator, class_dropout: float, null_class: int) -> torch.Tensor:
     """The DDPM objective: predict the noise added at a uniformly drawn timestep."""
@@ -85,7 +79,7 @@ def diffusion_loss(model: ModelMixin, scheduler: DDPMScheduler, x0: torch.Tensor
     device = x0.device
     timesteps, noise, labels = timesteps.to(device), noise.to(device), labels.to(device)
     noisy = scheduler.add_noise(x0, noise, timesteps)
-    return F.mse_loss(_predict(model, noisy, timesteps, labels).float(), noise)
+    return F.mse_loss(model(noisy, timesteps, class_labels=labels).sample.float(), noise)
 
 
 def _without_internal_dropout(model: ModelMixin) -> None:
