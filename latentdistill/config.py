@@ -158,7 +158,7 @@ class TrainPriorConfig:
 
     architecture: str = "dit"  # dit (DiTTransformer2DModel) | unet (UNet2DModel)
     width: int = 256  # DiT hidden size; UNet base channels
-    depth: int = 6  # DiT blocks; UNet resolution levels
+    depth: int = 6  # DiT blocks; UNet layers per resolution level
     heads: int = 4  # DiT attention heads
     patch_size: int = 1  # DiT patch size in latent pixels
     steps: int = 6000
