@@ -42,7 +42,8 @@ def distill_with_one_and_two_processes(tmp_path, base, extra_arguments: list[str
     """The same tiny run under ``torchrun --nproc_per_node 2`` and as one plain process."""
     common = ["--config", "configs/smoke.yaml", "threads=1", *extra_arguments]
     torchrun = Path(sys.executable).with_name("torchrun")
-    two = run([str(torchrun), "--nproc_per_node", "2", "pipelines/distill.py", *common,
+    # --standalone: a free rendezvous port each time, so back-to-back launches cannot collide on one.
+    two = run([str(torchrun), "--standalone", "--nproc_per_node", "2", "pipelines/distill.py", *common,
                *tiny_overrides(base, tmp_path / "two", **distill)])
     assert two.returncode == 0, two.stderr[-2000:]
     one = run([sys.executable, "pipelines/distill.py", *common, *tiny_overrides(base, tmp_path / "one", **distill)])
