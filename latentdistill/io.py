@@ -1,5 +1,6 @@
-"""Atomic file writes: a file is either the old complete version or the new complete version.
+"""File I/O at the edges: atomic writes, and safetensors reads whose failures are one-line errors.
 
+Atomic writes: a file is either the old complete version or the new complete version.
 Written to a temporary file in the same folder, flushed to disk, then renamed over the target, so a
 run killed at any moment (SIGKILL included) never leaves a half-written checkpoint, shard or export.
 """
@@ -11,7 +12,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from latentdistill.errors import LatentDistillError
 
 
 def _atomic(path: Path, write) -> None:
@@ -41,3 +45,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """``safetensors.torch.save_file``, atomically."""
     _atomic(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+
+def read_safetensors(path: Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; an unreadable one is named in one line."""
+    try:
+        with safe_open(path, framework="pt") as file:
+            return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise LatentDistillError(f"{what} {path} is unreadable ({str(error).splitlines()[0]})") from None

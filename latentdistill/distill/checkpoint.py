@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from latentdistill.errors import LatentDistillError
-from latentdistill.io import atomic_save_file
+from latentdistill.io import atomic_save_file, read_safetensors
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -58,14 +57,6 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     metadata = {"iteration": str(checkpoint.iteration), "optimizer_param_groups": groups,
                 "config": json.dumps(checkpoint.config)}
     atomic_save_file(tensors, path, metadata=metadata)
-
-
-def read_safetensors(path: Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(path, framework="pt") as file:
-            return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise LatentDistillError(f"{what} {path} is unreadable ({str(error).splitlines()[0]})") from None
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -25,9 +25,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from tqdm.auto import tqdm
 
 from latentdistill.config import RunConfig, TrainPriorConfig, config_to_dict, save_config
-from latentdistill.distill.checkpoint import optimizer_state, optimizer_tensors, read_safetensors
+from latentdistill.distill.checkpoint import optimizer_state, optimizer_tensors
 from latentdistill.errors import LatentDistillError
-from latentdistill.io import atomic_save_file, atomic_write_text
+from latentdistill.io import atomic_save_file, atomic_write_text, read_safetensors
 from latentdistill.priors.denoisers import PRIOR_FILE
 from latentdistill.runtime import autocast, iteration_seed
 
