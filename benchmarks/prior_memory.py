@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -32,25 +31,9 @@ from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.gradient_matching import GradientMatching
 from latentdistill.runtime import Normalize, resolve_device, set_threads
 
+from memory import peak_resident_bytes, reset_peak_resident, resident_bytes
+
 STEPS = (10, 20, 40)
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as file:
-        return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak_resident() -> None:
-    with open("/proc/self/clear_refs", "w") as file:  # "5" resets VmHWM, the peak resident set
-        file.write("5")
-
-
-def peak_resident_bytes() -> int:
-    with open("/proc/self/status") as file:
-        for line in file:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure(prior, autoencoder, net, objective, real_by_class, latents, conditioning, labels, normalize,

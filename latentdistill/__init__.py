@@ -4,8 +4,13 @@ Pipeline: data -> autoencoders -> priors -> distill -> export -> evaluate.
 """
 
 from latentdistill.errors import LatentDistillError
-from latentdistill.export import DistilledDataset, load_distilled, read_distilled, write_distilled
+from latentdistill.export import (
+    DistilledDataset,
+    load_distilled,
+    read_distilled,
+    write_distilled,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["DistilledDataset", "LatentDistillError", "load_distilled", "read_distilled", "write_distilled", "__version__"]
+__all__ = ["DistilledDataset", "LatentDistillError", "__version__", "load_distilled", "read_distilled", "write_distilled"]

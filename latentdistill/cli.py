@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("evaluate", help="train fresh networks on a distilled file and test them")
     evaluate.add_argument("file", help="a distilled .safetensors file")
+    evaluate.add_argument("--nets", help="comma-separated networks, one row each, e.g. convnet,alexnet,vgg11,resnet18,vit")
     _add_config_arguments(evaluate, required=False)
+
+    buffer = verbs.add_parser("buffer", help="train expert trajectories on the real data for objective mtt")
+    _add_config_arguments(buffer)
+    buffer.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
 
     run = verbs.add_parser("run", help="distill, then evaluate the result")
     _add_config_arguments(run)
@@ -84,7 +89,14 @@ def report_errors(function, *args, **kwargs) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling `overrides` at the first option (`evaluate FILE --nets a,b key=value`):
+    # the key=value words after it come back as extra, and are overrides all the same.
+    if extra and hasattr(args, "overrides") and all("=" in word and not word.startswith("-") for word in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return report_errors(_run_verb, args)
 
 
@@ -97,7 +109,8 @@ def _run_verb(args: argparse.Namespace) -> None:
         print(describe(args.file))
         return
     if args.verb == "evaluate":
-        workflows.run_evaluate(args.file, args.config, args.overrides, progress=progress)
+        overrides = list(args.overrides) + ([f"evaluate.nets=[{args.nets}]"] if args.nets else [])
+        workflows.run_evaluate(args.file, args.config, overrides, progress=progress)
         return
     overrides = list(args.overrides) + (["data.skip_bad=true"] if args.skip_bad else [])
     config = load_config(args.config, overrides)
@@ -105,6 +118,10 @@ def _run_verb(args: argparse.Namespace) -> None:
         data = workflows.run_encode(config, progress=progress)
         print(f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
               f"{data.test.directory} ({len(data.test.labels)} test images)")
+        return
+    if args.verb == "buffer":
+        folder = workflows.run_buffer(config, progress=progress)
+        print(f"expert buffer: {folder} (use it with distill.objective=mtt buffer.dir={folder})")
         return
     if args.verb == "train-prior":
         folder = workflows.run_train_prior(config, resume=args.resume, progress=progress)

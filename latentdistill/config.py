@@ -26,8 +26,9 @@ _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _MINIMUM = {
     "data.resolution": 1, "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1,
     "distill.ipc": 1, "distill.iterations": 0, "distill.real_batch": 1, "distill.outer_loop": 0,
-    "distill.inner_loop": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
-    "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
+    "distill.inner_loop": 0, "distill.syn_steps": 1, "distill.expert_epochs": 1, "distill.max_start_epoch": 0,
+    "distill.syn_batch": 0, "distill.syn_steps_per_checkpoint": 0, "buffer.experts": 1, "buffer.epochs": 1, "buffer.batch_size": 1, "distill.net_width": 0, "distill.net_depth": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
+    "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.full_epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
     "prior.steps": 1, "prior.t_start": 0, "distill.decode_chunk": 0, "prior.steps_per_checkpoint": 0, "distill.embedding_lr": 0.0,
     "train_prior.width": 1, "train_prior.depth": 1, "train_prior.heads": 1, "train_prior.patch_size": 1,
     "train_prior.steps": 0, "train_prior.batch_size": 1, "train_prior.checkpoint_every": 1,
@@ -115,9 +116,11 @@ class DistillConfig:
     ipc: int = 1
     iterations: int = 1000
     init: str = "random_real"
+    # The network the objective matches through, by registry name; width/depth 0: its default
+    # (convnet: width 128, depth 3 at 32x32, one more per doubling of the resolution).
     net: str = "convnet"
-    net_width: int = 128
-    net_depth: int = 3
+    net_width: int = 0
+    net_depth: int = 0
     # Real images per class in one matching step.
     real_batch: int = 256
     # DC's loops: matching steps on one network (outer) and its training on the synthetic set (inner).
@@ -135,11 +138,40 @@ class DistillConfig:
     embedding_lr: float = 0.01
     momentum: float = 0.5
     checkpoint_every: int = 50
+    # Objective "mtt" (the expert buffer is buffer.dir): the student takes syn_steps steps on the synthetic
+    # set from a random expert's epoch in [0, max_start_epoch) and should land expert_epochs later.
+    syn_steps: int = 20
+    expert_epochs: int = 2
+    max_start_epoch: int = 10
+    syn_batch: int = 0  # synthetic images per student step; 0: all of them
+    syn_lr: float = 0.01  # the student's starting learning rate, learned with the images
+    syn_lr_lr: float = 1e-5  # learning rate of that learning rate
+    # Recompute each segment of this many student steps in the backward pass; 0 keeps every step's activations.
+    syn_steps_per_checkpoint: int = 0
+
+
+@dataclass
+class BufferConfig:
+    """`latentdistill buffer`: expert trajectories on the real data for objective "mtt".
+
+    The experts are the network named by distill.net / net_width / net_depth."""
+
+    # Where the buffer lives; empty: outputs/buffers/<dataset>-<resolution>px-<net>.
+    dir: str = ""
+    experts: int = 5
+    epochs: int = 20
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    augment: bool = True  # DSA on the real images, as MTT trains its experts
 
 
 @dataclass
 class EvaluateConfig:
     net: str = "convnet"
+    # Several networks, one row each (the cross-architecture table); empty: just `net`.
+    nets: list[str] = field(default_factory=list)
     runs: int = 5
     epochs: int = 300
     lr: float = 0.01
@@ -149,6 +181,18 @@ class EvaluateConfig:
     augment: bool = True
     # The random real subset of the same IPC, trained with the same protocol in the same run.
     random_real: bool = True
+    # The full training set (minus validation) with the same protocol for full_epochs: DD-Ranking's
+    # label-robust score needs it.
+    full_data: bool = False
+    full_epochs: int = 30
+    # Also train every set without augmentation: DD-Ranking's augmentation-robust score needs it.
+    without_augment: bool = False
+    # Keep the baseline accuracies (random real, full data) beside the latent cache and reuse them in
+    # later evaluations with the same data, protocol, network and seed (delete baselines.json there, or
+    # set false, after changing a network's code).
+    reuse_baselines: bool = True
+    score_weight: float = 0.5  # w of the label-robust score
+    score_gamma: float = 0.5  # gamma of the augmentation-robust score
     test_batch: int = 1000
 
 
@@ -189,6 +233,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
     train_prior: TrainPriorConfig = field(default_factory=TrainPriorConfig)
 
 

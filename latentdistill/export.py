@@ -29,7 +29,7 @@ REQUIRED_METADATA = ("format_version", "task", "classes")
 
 
 def package_versions() -> dict[str, str]:
-    import importlib.metadata as metadata
+    from importlib import metadata
 
     versions = {"python": platform.python_version()}
     for name in ("latentdistill", "torch", "diffusers", "safetensors", "accelerate", "numpy"):

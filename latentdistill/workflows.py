@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from latentdistill import nets
 from latentdistill.autoencoders import load_autoencoder
 from latentdistill.config import (
     RunConfig,
@@ -28,9 +29,15 @@ from latentdistill.config import (
 from latentdistill.data.image_folder import ImageFolder, split_train_validation
 from latentdistill.data.latent_cache import LatentCache, encode_dataset
 from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.buffer import buffer_directory, buffer_meta, train_experts
 from latentdistill.distill.loop import distill
 from latentdistill.errors import LatentDistillError
-from latentdistill.evaluate.classification import evaluate_classification, markdown_table
+from latentdistill.evaluate.classification import (
+    BaselineCache,
+    evaluate_classification,
+    markdown_table,
+    network_names,
+)
 from latentdistill.export import (
     FORMAT_VERSION,
     DistilledSet,
@@ -44,6 +51,8 @@ from latentdistill.priors import build_prior
 from latentdistill.runtime import Normalize, resolve_device, set_threads
 
 DISTILLED_FILE = "distilled.safetensors"
+# Baseline accuracies (random real, full data) kept beside the train latent cache and reused.
+BASELINES_FILE = "baselines.json"
 
 
 @dataclass
@@ -111,6 +120,23 @@ def run_train_prior(config: RunConfig, resume: bool = False, progress: bool = Tr
     )
 
 
+def run_buffer(config: RunConfig, progress: bool = True) -> Path:
+    """Train the expert trajectories that objective ``mtt`` matches (kept, resumed and reused in buffer.dir)."""
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    data = prepare_data(config, progress=progress)
+    if config.distill.net not in nets.NETWORKS:
+        raise LatentDistillError(f"config key 'distill.net': unknown network '{config.distill.net}' (known: {', '.join(sorted(nets.NETWORKS))})")
+    directory = buffer_directory(config)
+    normalize = Normalize(config.data.mean, config.data.std).to(device)
+    augment = DifferentiableAugment(config.augment) if config.buffer.augment else None
+    rows = data.train_rows
+    train_experts(data.train.images[rows], data.train.labels[rows], len(data.classes), directory, buffer_meta(config),
+                  normalize, augment, config.seed, device, config.precision, progress=progress)
+    save_config(config, directory / "config.yaml")
+    return directory
+
+
 def distill_minutes(log_path: Path) -> float:
     """Time spent in the distillation loop, summed over every session of a (resumed) run."""
     if not log_path.exists():
@@ -163,6 +189,8 @@ def run_distill(config: RunConfig, resume: bool = False, accelerator=None, progr
             "device": str(device),
             "processes": 1 if accelerator is None else accelerator.num_processes,
         }
+        if synthetic.learned:  # e.g. MTT's learned student learning rate
+            metadata["learned"] = {name: float(value) for name, value in synthetic.learned.items()}
         write_distilled(output, DistilledSet(synthetic.latents, synthetic.labels, images, synthetic.embeddings, metadata))
         save_grid(images, synthetic.labels, run_dir / "grid.png")
     return output
@@ -190,23 +218,31 @@ def run_evaluate(path: str | Path, config_path: str | None = None, overrides: li
     data = prepare_data(config, progress=progress)
     if data.classes != distilled.classes:
         raise LatentDistillError(f"{path} was distilled for classes {distilled.classes}, the dataset at {config.data.root} has {data.classes}")
+    unknown = [name for name in network_names(config.evaluate) if name not in nets.NETWORKS]
+    if unknown:
+        raise LatentDistillError(f"config key 'evaluate.nets': unknown network '{unknown[0]}' (known: {', '.join(sorted(nets.NETWORKS))})")
     normalize = Normalize(config.data.mean, config.data.std).to(device)
     augment = DifferentiableAugment(config.augment) if config.evaluate.augment else None
     report = evaluate_classification(
         distilled.images, distilled.labels, data.train.images, data.train.labels, data.train_rows, data.validation_rows,
         data.test.images, data.test.labels, len(data.classes), config.evaluate, normalize, augment,
         seed=config.seed, device=device, precision=config.precision, progress=progress,
+        baselines=BaselineCache(data.train.directory / BASELINES_FILE if config.evaluate.reuse_baselines else None),
+        protocol_key={"data": config_to_dict(config)["data"], "augment": config_to_dict(config)["augment"],
+                      "augmented": config.evaluate.augment, "device": device.type,
+                      "fingerprint": data.train.meta.get("fingerprint")},
     )
     report = {
         "dataset": distilled.metadata.get("dataset", Path(config.data.root).name),
         "ipc": report.pop("ipc"),
         "protocol": {
-            "net": config.evaluate.net, "epochs": config.evaluate.epochs, "lr": config.evaluate.lr,
+            "nets": network_names(config.evaluate), "epochs": config.evaluate.epochs, "lr": config.evaluate.lr,
             "momentum": config.evaluate.momentum, "weight_decay": config.evaluate.weight_decay,
             "batch_size": config.evaluate.batch_size, "lr_schedule": "x0.1 at half",
             "augment": config.augment.strategy if config.evaluate.augment else "none",
             "precision": config.precision, "selection": "none: last epoch, tested once",
             "test_split": config.data.test_split, "device": str(device),
+            "full_data_epochs": config.evaluate.full_epochs if config.evaluate.full_data else None,
         },
         **report,
     }

@@ -14,7 +14,11 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from latentdistill.autoencoders import Autoencoder, TinyAutoencoderFamily, load_autoencoder
+from latentdistill.autoencoders import (
+    Autoencoder,
+    TinyAutoencoderFamily,
+    load_autoencoder,
+)
 from latentdistill.errors import LatentDistillError
 
 from helpers import SHARED, save_tiny_autoencoder

@@ -10,8 +10,15 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from latentdistill.autoencoders import TinyAutoencoderFamily, load_autoencoder
-from latentdistill.data import ImageFolder, LatentCache, encode_dataset, load_image, load_images, split_train_validation
-from latentdistill.data import latent_cache
+from latentdistill.data import (
+    ImageFolder,
+    LatentCache,
+    encode_dataset,
+    latent_cache,
+    load_image,
+    load_images,
+    split_train_validation,
+)
 from latentdistill.errors import LatentDistillError
 
 from helpers import CLASSES, TEST_PER_CLASS, TRAIN_PER_CLASS, one_line

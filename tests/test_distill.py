@@ -19,7 +19,11 @@ from safetensors import safe_open
 from latentdistill import nets, workflows
 from latentdistill.autoencoders import TinyAutoencoderFamily
 from latentdistill.config import AugmentConfig, load_config
-from latentdistill.distill.augment import OPERATIONS, AugmentParams, DifferentiableAugment
+from latentdistill.distill.augment import (
+    OPERATIONS,
+    AugmentParams,
+    DifferentiableAugment,
+)
 from latentdistill.distill.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from latentdistill.distill.gradient_matching import GradientMatching, gradient_distance
 from latentdistill.distill.synthetic import initial_synthetic_set

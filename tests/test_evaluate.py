@@ -12,7 +12,12 @@ from latentdistill import workflows
 from latentdistill.config import AugmentConfig, EvaluateConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.errors import LatentDistillError
-from latentdistill.evaluate.classification import accuracy, random_real_subset, summarize, train_classifier
+from latentdistill.evaluate.classification import (
+    accuracy,
+    random_real_subset,
+    summarize,
+    train_classifier,
+)
 from latentdistill.export import read_distilled
 from latentdistill.runtime import Normalize
 
@@ -111,14 +116,15 @@ def test_run_evaluate_writes_report_and_records_it(tiny_distilled):
     report = workflows.run_evaluate(tiny_distilled, progress=False)
     written = json.loads((tiny_distilled.parent / "report.json").read_text())
     assert written == json.loads(json.dumps(report))
-    for key in ("dataset", "ipc", "protocol", "distilled", "random_real"):
+    for key in ("dataset", "ipc", "protocol", "networks"):
         assert key in written, key
     assert written["dataset"] == "tinyset"
     assert written["ipc"] == 2
     assert written["protocol"]["epochs"] == 2 and written["protocol"]["batch_size"] == 8
-    assert written["protocol"]["net"] == "convnet"
+    assert written["protocol"]["nets"] == ["convnet"]
+    assert list(written["networks"]) == ["convnet"]
     for name in ("distilled", "random_real"):
-        summary = written[name]
+        summary = written["networks"]["convnet"][name]
         assert set(summary) >= {"mean", "std", "runs"}
         assert len(summary["runs"]) == 1  # evaluate.runs from the run's own config
         assert all(0.0 <= value <= 100.0 for value in summary["runs"])
@@ -133,8 +139,44 @@ def test_run_evaluate_writes_report_and_records_it(tiny_distilled):
 def test_run_evaluate_runs_follow_overrides(tiny_distilled):
     report = workflows.run_evaluate(tiny_distilled, overrides=["evaluate.runs=2", "evaluate.random_real=false"],
                                     progress=False)
-    assert len(report["distilled"]["runs"]) == 2
-    assert "random_real" not in report
-    assert read_distilled(tiny_distilled).metadata["evaluation"]["distilled"]["runs"] == report["distilled"]["runs"]
+    row = report["networks"]["convnet"]
+    assert len(row["distilled"]["runs"]) == 2
+    assert "random_real" not in row
+    assert read_distilled(tiny_distilled).metadata["evaluation"]["networks"]["convnet"]["distilled"]["runs"] == row["distilled"]["runs"]
     with pytest.raises(LatentDistillError, match="evaluate.runz"):
         workflows.run_evaluate(tiny_distilled, overrides=["evaluate.runz=2"], progress=False)
+
+
+def test_cross_architecture_evaluation_with_scores_and_reused_baselines(tiny_distilled, capsys):
+    overrides = ["evaluate.runs=2", "evaluate.full_data=true", "evaluate.full_epochs=1", "evaluate.without_augment=true"]
+    from latentdistill.cli import main
+
+    assert main(["--no-progress", "evaluate", str(tiny_distilled), "--nets", "convnet,vit", *overrides]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tiny_distilled.parent / "report.json").read_text())
+    assert list(report["networks"]) == ["convnet", "vit"] and report["protocol"]["nets"] == ["convnet", "vit"]
+    for net in ("convnet", "vit"):
+        row = report["networks"][net]
+        assert set(row) == {"distilled", "random_real", "full", "distilled_no_augment", "random_real_no_augment", "scores"}
+        assert all(len(row[name]["runs"]) == 2 for name in row if name != "scores")
+        mean = {name: row[name]["mean"] / 100 for name in row if name != "scores"}
+        lrs = row["scores"]["label_robust"]
+        assert lrs["ior"] == pytest.approx(mean["distilled"] - mean["random_real"], abs=1e-4)
+        assert lrs["hlr"] == pytest.approx(mean["full"] - mean["distilled"], abs=1e-4)
+        assert 0 <= lrs["score"] <= 1 and 0 <= row["scores"]["augmentation_robust"]["score"] <= 1
+        assert f"| {net} |" in printed
+    assert "LRS" in printed and "ARS" in printed
+    # the baselines were kept beside the latent cache; a second evaluation reuses them exactly
+    cache = json.loads(next((tiny_distilled.parents[1] / "cache").rglob("baselines.json")).read_text())
+    assert len(cache) >= 2 * 3 * 2  # 2 nets x (random real with/without augmentation, full) x 2 runs
+    again = workflows.run_evaluate(tiny_distilled, overrides=["evaluate.nets=[convnet,vit]", *overrides], progress=False)
+    for net in ("convnet", "vit"):
+        for name in ("random_real", "full", "random_real_no_augment"):
+            assert again["networks"][net][name] == report["networks"][net][name]
+
+
+def test_unknown_evaluation_network_is_refused_before_training(tiny_distilled, capsys):
+    from latentdistill.cli import main
+
+    assert main(["--no-progress", "evaluate", str(tiny_distilled), "--nets", "convnet,resnet50"]) == 2
+    assert "evaluate.nets" in capsys.readouterr().err

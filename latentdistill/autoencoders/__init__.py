@@ -14,16 +14,25 @@ import torch
 
 from ..errors import LatentDistillError
 from .base import Autoencoder
-from .diffusers_models import KLAutoencoder, TinyDiffusersAutoencoder
 from .taesd import TinyAutoencoderFamily, has_weights_files
 
 __all__ = ["Autoencoder", "KLAutoencoder", "TinyAutoencoderFamily", "TinyDiffusersAutoencoder", "load_autoencoder"]
 
-ADAPTERS = {
-    "taesd": TinyAutoencoderFamily,
-    "kl": KLAutoencoder,
-    "tiny": TinyDiffusersAutoencoder,
-}
+# Adapter class by kind. The diffusers adapters are imported when first used, so the TAESD path
+# (and `import latentdistill`) does not pay for importing diffusers.
+ADAPTERS = {"taesd": "TinyAutoencoderFamily", "kl": "KLAutoencoder", "tiny": "TinyDiffusersAutoencoder"}
+
+
+def __getattr__(name: str):
+    if name in ("KLAutoencoder", "TinyDiffusersAutoencoder"):
+        from . import diffusers_models
+
+        return getattr(diffusers_models, name)
+    raise AttributeError(name)
+
+
+def adapter(kind: str) -> type[Autoencoder]:
+    return TinyAutoencoderFamily if kind == "taesd" else __getattr__(ADAPTERS[kind])
 KIND_BY_CLASS_NAME = {"AutoencoderKL": "kl", "AutoencoderTiny": "tiny"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -39,7 +48,7 @@ def load_autoencoder(
         raise LatentDistillError(f"unknown autoencoder kind '{kind}', expected one of auto, {', '.join(ADAPTERS)}")
     if kind == "auto":
         kind = detect_kind(str(name_or_path), subfolder)
-    return ADAPTERS[kind].from_pretrained(name_or_path, subfolder=subfolder).to(device)
+    return adapter(kind).from_pretrained(name_or_path, subfolder=subfolder).to(device)
 
 
 def detect_kind(name_or_path: str, subfolder: str | None) -> str:

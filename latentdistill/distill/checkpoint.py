@@ -8,7 +8,7 @@ is all a resumed run needs to continue bit for bit.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ class Checkpoint:
     optimizer_state: dict
     config: dict
     embeddings: torch.Tensor | None = None  # the learnable conditioning of prior "diffusion"
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's learnable tensors
 
 
 def optimizer_tensors(state: dict, prefix: str = "optimizer.") -> tuple[dict[str, torch.Tensor], str]:
@@ -52,6 +53,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     tensors = {"latents": checkpoint.latents.detach().cpu().contiguous(), "labels": checkpoint.labels.cpu()}
     if checkpoint.embeddings is not None:
         tensors["embeddings"] = checkpoint.embeddings.detach().cpu().contiguous()
+    for name, tensor in checkpoint.extra.items():
+        tensors[f"objective.{name}"] = tensor.detach().cpu().contiguous()
     state, groups = optimizer_tensors(checkpoint.optimizer_state)
     tensors.update(state)
     metadata = {"iteration": str(checkpoint.iteration), "optimizer_param_groups": groups,
@@ -68,4 +71,5 @@ def load_checkpoint(path: Path) -> Checkpoint:
         int(metadata["iteration"]), tensors["latents"], tensors["labels"],
         optimizer_state(tensors, metadata["optimizer_param_groups"]), json.loads(metadata["config"]),
         tensors.get("embeddings"),
+        {key[len("objective."):]: value for key, value in tensors.items() if key.startswith("objective.")},
     )

@@ -4,7 +4,8 @@ Matching", ICLR 2021).
 For each class, a network's loss gradient on a real batch and on the synthetic images of that class
 should point the same way. The distance sums, over layers, ``1 - cosine`` per output unit (a conv
 kernel's gradient flattened per output channel); 1-D parameters (biases, norm scales) count zero, as
-in the reference code.
+in the reference code. Each iteration alternates matching steps on one network (outer loop) with
+training that network on the synthetic set (inner loop), as in DC.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
+from latentdistill.distill.objective import IterationContext
 from latentdistill.runtime import autocast
+
+# DC's (outer, inner) loop lengths by images per class.
+DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+
+
+def loop_lengths(ipc: int, outer: int, inner: int) -> tuple[int, int]:
+    default_outer, default_inner = DC_LOOPS.get(ipc, DC_LOOPS[min(DC_LOOPS, key=lambda k: abs(k - ipc))])
+    return outer or default_outer, inner or default_inner
 
 
 def gradient_distance(real: list[torch.Tensor], synthetic: list[torch.Tensor]) -> torch.Tensor:
@@ -39,9 +49,12 @@ class GradientMatching:
 
     name = "gm"
 
-    def __init__(self, augment: DifferentiableAugment, precision: str = "fp32"):
+    def __init__(self, augment: DifferentiableAugment, precision: str = "fp32", outer_loop: int = 1,
+                 inner_loop: int = 1, inner_lr: float = 0.01, inner_batch: int = 256):
         self.augment = augment
         self.precision = precision
+        self.outer_loop, self.inner_loop = outer_loop, inner_loop
+        self.inner_lr, self.inner_batch = inner_lr, inner_batch
 
     def autocast(self, device: torch.device):
         return autocast(device, self.precision)
@@ -79,3 +92,28 @@ class GradientMatching:
             g_syn = self.class_gradients(net, syn, label, create_graph=True)
             total = total + gradient_distance(g_real, g_syn)
         return total
+
+    def iteration(self, context: IterationContext) -> list[float]:
+        net, generator, labels = context.net, context.generator, context.synthetic_labels
+        net_optimizer = torch.optim.SGD(net.parameters(), lr=self.inner_lr)
+        losses = []
+        for outer in range(self.outer_loop):
+            real_batches = context.real_batches(generator)
+            augment_params = self.augment.sample(context.num_classes, generator)
+            losses.append(context.update(self.loss(net, real_batches, context.generate(), labels, augment_params)))
+            if outer == self.outer_loop - 1:
+                break
+            # Inner loop: train the network on the (fixed) synthetic images, with per-image DSA.
+            with torch.no_grad():
+                training_images = context.generate()
+            for _ in range(self.inner_loop):
+                order = torch.randperm(len(training_images), generator=generator)
+                for start in range(0, len(order), self.inner_batch):
+                    rows = order[start : start + self.inner_batch].to(context.device)
+                    batch = self.augment.apply(training_images[rows], self.augment.sample(len(rows), generator))
+                    with self.autocast(context.device):
+                        net_loss = F.cross_entropy(net(batch), labels[rows])
+                    net_optimizer.zero_grad()
+                    net_loss.float().backward()
+                    net_optimizer.step()
+        return losses

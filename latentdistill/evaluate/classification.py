@@ -1,15 +1,20 @@
 """Train-from-scratch evaluation for classification.
 
 A distilled set is judged by the accuracy, on the real test split, of fresh networks trained on it,
-next to the random real subset of the same size trained the same way in the same run. Nothing is
-selected on the test set: every network trains for the fixed number of epochs and its last state is
-tested once. Validation accuracy (on images carved from train) is reported beside it.
+next to the random real subset of the same size trained the same way in the same run (and, when
+asked, the full training set). Nothing is selected on the test set: every network trains for the
+fixed number of epochs and its last state is tested once. Validation accuracy (on images carved from
+train) is reported beside it. With several networks (``evaluate.nets``) each gets its own rows: the
+cross-architecture table. DD-Ranking's scores come from the same runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +23,8 @@ from tqdm.auto import tqdm
 from latentdistill import nets
 from latentdistill.config import EvaluateConfig
 from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.evaluate.scores import augmentation_robust_score, label_robust_score
+from latentdistill.io import atomic_write_text
 from latentdistill.runtime import Normalize, autocast
 
 
@@ -31,30 +38,35 @@ def train_classifier(
     seed: int,
     device: torch.device,
     precision: str = "fp32",
+    net: str | None = None,
+    epochs: int | None = None,
 ) -> torch.nn.Module:
-    """The standard protocol: SGD with momentum, weight decay, lr x0.1 at half, optional DSA."""
+    """The standard protocol: SGD with momentum, weight decay, lr x0.1 at half, optional DSA.
+
+    ``net`` and ``epochs`` default to ``config.net`` and ``config.epochs``."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    net = nets.build(config.net, num_classes=num_classes, resolution=images.shape[-1]).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[config.epochs // 2], gamma=0.1)
-    inputs = normalize(images.to(device).float() / 255)
+    epochs = epochs or config.epochs
+    model = nets.build(net or config.net, num_classes=num_classes, resolution=images.shape[-1]).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epochs // 2], gamma=0.1)
+    images = images.to(device)
     targets = labels.to(device)
-    net.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(len(inputs), generator=generator).to(device)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=generator).to(device)
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
-            batch = inputs[rows]
+            batch = normalize(images[rows].float() / 255)
             if augment is not None:
                 batch = augment.apply(batch, augment.sample(len(rows), generator))
             with autocast(device, precision):
-                loss = F.cross_entropy(net(batch), targets[rows])
+                loss = F.cross_entropy(model(batch), targets[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.float().backward()
             optimizer.step()
         scheduler.step()
-    return net
+    return model
 
 
 @torch.no_grad()
@@ -96,6 +108,34 @@ def random_real_subset(labels: torch.Tensor, rows: torch.Tensor, ipc: int, seed:
     return torch.cat(chosen)
 
 
+class BaselineCache:
+    """Accuracies of the baselines (random real subsets, the full training set), which do not depend on
+    the distilled set: every evaluation with the same data, protocol, network and seed reuses them, so
+    a cross-architecture table of several distilled sets trains each baseline once. A JSON file,
+    rewritten atomically after each new entry."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text())
+            except ValueError:
+                self.entries = {}  # a damaged cache only costs recomputation
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        self.entries[key] = value
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(self.entries, indent=1))
+
+
+def network_names(config: EvaluateConfig) -> list[str]:
+    return list(config.nets) or [config.net]
+
+
 def evaluate_classification(
     distilled_images: torch.Tensor,
     distilled_labels: torch.Tensor,
@@ -113,44 +153,111 @@ def evaluate_classification(
     device: torch.device,
     precision: str = "fp32",
     progress: bool = True,
+    baselines: BaselineCache | None = None,
+    protocol_key: dict | None = None,
 ) -> dict:
-    """Train ``config.runs`` networks on the distilled set (and on random real subsets of the same
-    IPC), test each once on the real test split, and return the summary."""
+    """For each network, train ``config.runs`` models on the distilled set (and on random real subsets
+    of the same IPC, and on the full training set when asked), test each once on the real test split,
+    and return the summary with DD-Ranking's scores where their inputs were measured.
+
+    ``baselines`` (with ``protocol_key``, everything else the baselines depend on: data, augmentation,
+    device) keeps and reuses the random real and full-data results."""
+    baselines = baselines or BaselineCache(None)
     ipc = int(torch.bincount(distilled_labels).max())
-    results: dict[str, dict[str, list[float]]] = {"distilled": {"test": [], "validation": []}}
-    if config.random_real:
-        results["random_real"] = {"test": [], "validation": []}
+    sets = ["distilled"] + (["random_real"] if config.random_real else []) + (["full"] if config.full_data else [])
+    variants = [(name, True) for name in sets]
+    if config.without_augment and augment is not None:
+        variants += [(name, False) for name in sets if name != "full"]
     validation_images, validation_labels = train_images[validation_rows], train_labels[validation_rows]
     started = time.perf_counter()
-    jobs = [(name, run) for run in range(config.runs) for name in results]
-    for name, run in tqdm(jobs, desc=f"evaluate ipc={ipc}", disable=not progress):
+    networks: dict[str, dict] = {}
+    jobs = [(net, run, name, augmented) for net in network_names(config) for run in range(config.runs)
+            for name, augmented in variants]
+    results: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for net, run, name, augmented in tqdm(jobs, desc=f"evaluate ipc={ipc}", disable=not progress):
         run_seed = seed * 1000 + run
+        epochs = config.epochs
+        key = (net, name if augmented else f"{name}_no_augment")
+        values = results.setdefault(key, {"test": [], "validation": []})
+        cache_key = None
+        if name != "distilled":
+            protocol = {k: v for k, v in dataclasses.asdict(config).items()
+                        if k in ("lr", "momentum", "weight_decay", "batch_size", "test_batch")}
+            protocol["epochs"] = config.full_epochs if name == "full" else config.epochs
+            cache_key = json.dumps([name, augmented, net, ipc if name == "random_real" else None, run_seed, protocol,
+                                    precision, protocol_key or {}], sort_keys=True)
+            cached = baselines.get(cache_key)
+            if cached is not None:
+                for split in ("test", "validation"):
+                    if cached.get(split) is not None:
+                        values[split].append(cached[split])
+                continue
         if name == "distilled":
             images, labels = distilled_images, distilled_labels
-        else:
+        elif name == "random_real":
             rows = random_real_subset(train_labels, train_rows, ipc, seed=run_seed)
             images, labels = train_images[rows], train_labels[rows]
-        net = train_classifier(images, labels, num_classes, config, normalize, augment, run_seed, device, precision)
-        results[name]["test"].append(accuracy(net, test_images, test_labels, normalize, device, config.test_batch, precision))
+        else:
+            images, labels, epochs = train_images[train_rows], train_labels[train_rows], config.full_epochs
+        model = train_classifier(images, labels, num_classes, config, normalize, augment if augmented else None,
+                                 run_seed, device, precision, net=net, epochs=epochs)
+        measured = {"test": accuracy(model, test_images, test_labels, normalize, device, config.test_batch, precision),
+                    "validation": None}
         if len(validation_rows):
-            results[name]["validation"].append(
-                accuracy(net, validation_images, validation_labels, normalize, device, config.test_batch, precision)
-            )
-    report = {"ipc": ipc, "minutes": round((time.perf_counter() - started) / 60, 2)}
-    for name, values in results.items():
-        report[name] = summarize(values["test"])
+            measured["validation"] = accuracy(model, validation_images, validation_labels, normalize, device,
+                                              config.test_batch, precision)
+        for split, value in measured.items():
+            if value is not None:
+                values[split].append(value)
+        if cache_key is not None:
+            baselines.put(cache_key, measured)
+    for (net, name), values in results.items():
+        row = networks.setdefault(net, {})
+        row[name] = summarize(values["test"])
         if values["validation"]:
-            report[name]["validation"] = summarize(values["validation"])
-    return report
+            row[name]["validation"] = summarize(values["validation"])
+    for row in networks.values():
+        scores = ranking_scores(row, config)
+        if scores:
+            row["scores"] = scores
+    return {"ipc": ipc, "minutes": round((time.perf_counter() - started) / 60, 2), "networks": networks}
+
+
+def ranking_scores(row: dict, config: EvaluateConfig) -> dict:
+    """DD-Ranking's label-robust score (needs the full-data row) and augmentation-robust score (needs
+    the rows without augmentation), from mean test accuracies as fractions."""
+    mean = {name: row[name]["mean"] / 100 for name in row if isinstance(row[name], dict) and "mean" in row[name]}
+    scores = {}
+    if {"distilled", "random_real", "full"} <= set(mean):
+        scores["label_robust"] = {k: round(v, 4) for k, v in label_robust_score(
+            mean["distilled"], mean["random_real"], mean["full"], config.score_weight).items()}
+    if {"distilled", "random_real", "distilled_no_augment", "random_real_no_augment"} <= set(mean):
+        scores["augmentation_robust"] = {k: round(v, 4) for k, v in augmentation_robust_score(
+            mean["distilled"], mean["random_real"], mean["distilled_no_augment"], mean["random_real_no_augment"],
+            config.score_gamma).items()}
+    return scores
+
+
+ROW_NAMES = {"distilled": "distilled", "random_real": "random real", "full": "full training set",
+             "distilled_no_augment": "distilled, no augmentation", "random_real_no_augment": "random real, no augmentation"}
 
 
 def markdown_table(report: dict) -> str:
-    lines = [
-        f"| {report.get('dataset', 'dataset')} IPC {report['ipc']} | test accuracy (%) | runs |",
-        "|---|---|---|",
-    ]
-    for name in ("distilled", "random_real"):
-        if name in report:
-            r = report[name]
-            lines.append(f"| {name.replace('_', ' ')} | {r['mean']:.2f} ± {r['std']:.2f} | {len(r['runs'])} |")
+    """One row per network: mean ± std test accuracy of each set, and the scores when measured."""
+    networks = report["networks"]
+    columns = [name for name in ROW_NAMES if any(name in row for row in networks.values())]
+    has_lrs = any("label_robust" in row.get("scores", {}) for row in networks.values())
+    has_ars = any("augmentation_robust" in row.get("scores", {}) for row in networks.values())
+    header = [f"{report.get('dataset', 'dataset')} IPC {report['ipc']}"] + [ROW_NAMES[c] for c in columns]
+    header += ["LRS"] * has_lrs + ["ARS"] * has_ars + ["runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for net, row in networks.items():
+        cells = [net] + [f"{row[c]['mean']:.2f} ± {row[c]['std']:.2f}" if c in row else "" for c in columns]
+        scores = row.get("scores", {})
+        if has_lrs:
+            cells.append(f"{scores['label_robust']['score']:.3f}" if "label_robust" in scores else "")
+        if has_ars:
+            cells.append(f"{scores['augmentation_robust']['score']:.3f}" if "augmentation_robust" in scores else "")
+        cells.append(str(len(row["distilled"]["runs"])))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

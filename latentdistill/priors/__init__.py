@@ -10,10 +10,18 @@ from torch import nn
 
 from latentdistill.config import PriorConfig
 from latentdistill.errors import LatentDistillError
-from latentdistill.priors.diffusion import DiffusionPrior
 from latentdistill.priors.vae import VAEPrior
 
-PRIORS = {"vae": VAEPrior, "diffusion": DiffusionPrior}
+# Prior by name; "diffusion" (and with it diffusers) is imported when first used.
+PRIORS = ("vae", "diffusion")
+
+
+def __getattr__(name: str):
+    if name == "DiffusionPrior":
+        from latentdistill.priors.diffusion import DiffusionPrior
+
+        return DiffusionPrior
+    raise AttributeError(name)
 
 
 def build_prior(config: PriorConfig, class_names: list[str] | None = None, precision: str = "fp32") -> nn.Module:
@@ -21,6 +29,8 @@ def build_prior(config: PriorConfig, class_names: list[str] | None = None, preci
         raise LatentDistillError(f"config key 'prior.name': unknown prior '{config.name}' (known: {', '.join(PRIORS)})")
     if config.name == "vae":
         return VAEPrior()
+    from latentdistill.priors.diffusion import DiffusionPrior
+
     return DiffusionPrior.from_config(config, class_names or [], precision)
 
 

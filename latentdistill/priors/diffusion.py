@@ -32,7 +32,7 @@ def load_noise_schedule(name_or_path: str) -> tuple[torch.Tensor, str, dict]:
     for subfolder in ("scheduler", None):
         try:
             values = DDIMScheduler.load_config(name_or_path, subfolder=subfolder)
-        except (OSError, ValueError, EnvironmentError):
+        except (OSError, ValueError):
             continue
         scheduler = DDIMScheduler.from_config(values)
         config = scheduler.config

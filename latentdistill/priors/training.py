@@ -24,7 +24,12 @@ from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel
 from diffusers.models.modeling_utils import ModelMixin
 from tqdm.auto import tqdm
 
-from latentdistill.config import RunConfig, TrainPriorConfig, config_to_dict, save_config
+from latentdistill.config import (
+    RunConfig,
+    TrainPriorConfig,
+    config_to_dict,
+    save_config,
+)
 from latentdistill.distill.checkpoint import optimizer_state, optimizer_tensors
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, atomic_write_text, read_safetensors

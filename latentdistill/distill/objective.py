@@ -1,0 +1,30 @@
+"""What an objective sees of one distillation iteration, and the registry of objectives.
+
+The loop owns the synthetic tensors, their optimiser, checkpoints and logging; an objective owns
+what one iteration does with a fresh network: how many matching steps, what loss, and whether the
+network trains in between. It calls ``context.update(loss)`` for each step on the synthetic set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from latentdistill.distill.augment import DifferentiableAugment
+
+
+@dataclass
+class IterationContext:
+    net: nn.Module  # a freshly initialised network, seeded by (seed, iteration)
+    generator: torch.Generator  # the iteration's random stream (real batches, augmentation draws)
+    generate: Callable[[], torch.Tensor]  # decode the synthetic set now: normalised images, differentiable
+    real_batches: Callable[[torch.Generator], dict[int, torch.Tensor]]  # one real batch per class of this process
+    update: Callable[[torch.Tensor], float]  # backward + step on the synthetic tensors; returns the summed loss
+    synthetic_labels: torch.Tensor
+    num_classes: int
+    augment: DifferentiableAugment
+    device: torch.device
+

@@ -1,0 +1,103 @@
+"""Objective ``mtt``: matching training trajectories (Cazenavette et al., "Dataset Distillation by
+Matching Training Trajectories", CVPR 2022).
+
+From a random expert's parameters at a random epoch, a student takes ``syn_steps`` SGD steps on the
+synthetic images, with a learnable learning rate; its end point should land where the expert was
+``expert_epochs`` later. The loss is normalised by how far the expert itself moved:
+``|student - expert_later|^2 / |expert_start - expert_later|^2``.
+
+The unrolled student keeps every step's graph. With ``steps_per_checkpoint`` > 0 each segment of
+steps is recomputed in the backward pass, so what is kept grows with one parameter vector per step
+rather than with every step's activations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
+
+from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.buffer import ExpertBuffer, parameter_layout, unflatten
+from latentdistill.distill.objective import IterationContext
+from latentdistill.errors import LatentDistillError
+from latentdistill.runtime import autocast
+
+
+class TrajectoryMatching:
+    name = "mtt"
+
+    def __init__(self, augment: DifferentiableAugment, buffer: ExpertBuffer, precision: str = "fp32",
+                 syn_steps: int = 20, expert_epochs: int = 2, max_start_epoch: int = 10, syn_batch: int = 0,
+                 syn_lr: float = 0.01, steps_per_checkpoint: int = 0):
+        if expert_epochs + max_start_epoch > buffer.epochs:
+            raise LatentDistillError(
+                f"config keys 'distill.expert_epochs' + 'distill.max_start_epoch' = {expert_epochs + max_start_epoch} "
+                f"exceed the {buffer.epochs} epochs recorded in the buffer {buffer.directory}")
+        self.augment, self.buffer, self.precision = augment, buffer, precision
+        self.syn_steps, self.expert_epochs, self.max_start_epoch = syn_steps, expert_epochs, max_start_epoch
+        self.syn_batch, self.steps_per_checkpoint = syn_batch, steps_per_checkpoint
+        # The student's learning rate is learned with the images (MTT); the loop optimises it.
+        self.synthetic_lr = torch.tensor(float(syn_lr))
+        self._trajectories: dict[int, torch.Tensor] = {}
+
+    def learnable(self) -> dict[str, torch.Tensor]:
+        return {"synthetic_lr": self.synthetic_lr}
+
+    def _trajectory(self, index: int) -> torch.Tensor:
+        if index not in self._trajectories:
+            self._trajectories[index] = self.buffer.trajectory(index)
+        return self._trajectories[index]
+
+    def _student_steps(self, context, layout, parameters, images, batches, augment_draws, synthetic_lr):
+        """Plain SGD steps of the student from ``parameters`` (flat), differentiable in everything."""
+        labels = context.synthetic_labels
+        if not parameters.requires_grad:
+            parameters = parameters.requires_grad_(True)
+        for rows, draw in zip(batches, augment_draws):
+            batch = images[rows]
+            if draw is not None:
+                batch = self.augment.apply(batch, draw)
+            with autocast(images.device, self.precision):
+                logits = functional_call(context.net, unflatten(parameters, layout), (batch,))
+            loss = F.cross_entropy(logits.float(), labels[rows])
+            (gradient,) = torch.autograd.grad(loss, parameters, create_graph=True)
+            parameters = parameters - synthetic_lr * gradient
+        return parameters
+
+    def iteration(self, context: IterationContext) -> list[float]:
+        generator, device = context.generator, context.device
+        layout = parameter_layout(context.net)
+        expert = int(torch.randint(len(self.buffer.files), (1,), generator=generator))
+        start_epoch = int(torch.randint(self.max_start_epoch, (1,), generator=generator)) if self.max_start_epoch else 0
+        trajectory = self._trajectory(expert)
+        if trajectory.shape[1] != sum(torch.Size(shape).numel() for _, shape in layout):
+            raise LatentDistillError(f"expert buffer {self.buffer.directory} was trained on another network than distill.net")
+        start = trajectory[start_epoch].to(device)
+        target = trajectory[start_epoch + self.expert_epochs].to(device)
+
+        images = context.generate()
+        count = len(images)
+        batch = self.syn_batch or count
+        batches, draws = [], []
+        order = torch.randperm(count, generator=generator)
+        for _ in range(self.syn_steps):
+            if len(order) < batch:
+                order = torch.cat([order, torch.randperm(count, generator=generator)])
+            rows, order = order[:batch].to(device), order[batch:]
+            batches.append(rows)
+            draws.append(self.augment.sample(len(rows), generator) if self.augment.enabled else None)
+
+        parameters = start.clone().requires_grad_(True)
+        segment = self.steps_per_checkpoint or self.syn_steps
+        for first in range(0, self.syn_steps, segment):
+            span = slice(first, first + segment)
+            if self.steps_per_checkpoint:
+                parameters = checkpoint(self._student_steps, context, layout, parameters, images, batches[span],
+                                        draws[span], self.synthetic_lr, use_reentrant=False)
+            else:
+                parameters = self._student_steps(context, layout, parameters, images, batches[span], draws[span],
+                                                 self.synthetic_lr)
+        loss = ((parameters - target) ** 2).sum() / ((start - target) ** 2).sum()
+        return [context.update(loss)]
