@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     train_prior.add_argument("--resume", action="store_true", help="continue the training in output_dir from its checkpoint")
     train_prior.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
 
+    sr_train = verbs.add_parser("sr-train", help="train an SR network (sr.net) on the sr.train folders or on a distilled SR file")
+    _add_config_arguments(sr_train)
+    sr_train.add_argument("--from", dest="source", help="a distilled SR file to train on instead of the sr.train folders")
+
+    sr_eval = verbs.add_parser("sr-eval", help="PSNR/SSIM (Y, border = scale) of bicubic or a trained SR model on HR images")
+    sr_eval.add_argument("--model", required=True, help="'bicubic' or an sr_model.safetensors file")
+    sr_eval.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
+    sr_eval.add_argument("folder", help="a folder of HR test images")
+
     info = verbs.add_parser("info", help="print a distilled file's metadata and shapes")
     info.add_argument("file")
     return parser
@@ -108,16 +117,30 @@ def _run_verb(args: argparse.Namespace) -> None:
     if args.verb == "info":
         print(describe(args.file))
         return
+    if args.verb == "sr-eval":
+        result = workflows.run_sr_eval(args.model, args.scale, args.folder)
+        print(json.dumps({"model": args.model, "scale": args.scale, "folder": args.folder, **result}))
+        return
     if args.verb == "evaluate":
         overrides = list(args.overrides) + ([f"evaluate.nets=[{args.nets}]"] if args.nets else [])
         workflows.run_evaluate(args.file, args.config, overrides, progress=progress)
         return
-    overrides = list(args.overrides) + (["data.skip_bad=true"] if args.skip_bad else [])
+    overrides = list(args.overrides) + (["data.skip_bad=true"] if getattr(args, "skip_bad", False) else [])
     config = load_config(args.config, overrides)
     if args.verb == "encode":
         data = workflows.run_encode(config, progress=progress)
         print(f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
               f"{data.test.directory} ({len(data.test.labels)} test images)")
+        return
+    if args.verb == "sr-train":
+        output = workflows.run_sr_train(config, args.source, progress=progress)
+        print(f"SR model: {output}")
+        return
+    if config.task == "sr" and args.verb in ("distill", "run"):
+        output = workflows.run_sr_distill(config, resume=args.resume, progress=progress)
+        print(f"distilled SR set: {output}")
+        if args.verb == "run":
+            workflows.run_evaluate(output, progress=progress)
         return
     if args.verb == "buffer":
         folder = workflows.run_buffer(config, progress=progress)

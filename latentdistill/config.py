@@ -30,6 +30,8 @@ _MINIMUM = {
     "distill.syn_batch": 0, "distill.syn_steps_per_checkpoint": 0, "buffer.experts": 1, "buffer.epochs": 1, "buffer.batch_size": 1, "distill.net_width": 0, "distill.net_depth": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
     "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.full_epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
     "prior.steps": 1, "prior.t_start": 0, "distill.decode_chunk": 0, "prior.steps_per_checkpoint": 0, "distill.embedding_lr": 0.0,
+    "sr.patch_size": 8, "sr.stride": 1, "sr.budget": 0.0, "sr.pseudo_classes": 1, "sr.synthetic_batch": 1,
+    "sr.iterations": 1, "sr.batch_size": 1, "sr.runs": 1, "sr.prune_drop": 0.0,
     "train_prior.width": 1, "train_prior.depth": 1, "train_prior.heads": 1, "train_prior.patch_size": 1,
     "train_prior.steps": 0, "train_prior.batch_size": 1, "train_prior.checkpoint_every": 1,
     "train_prior.train_timesteps": 2, "train_prior.class_dropout": 0.0, "train_prior.ema_decay": 0.0,
@@ -37,7 +39,7 @@ _MINIMUM = {
 # Keys with a fixed set of values, checked when set (the registries check names like nets and priors).
 _CHOICES = {"precision": ("fp32", "bf16"), "autoencoder.kind": ("auto", "taesd", "kl", "tiny"),
             "distill.optimizer": ("sgd", "adam"), "prior.kind": ("auto", "dit", "unet", "sd"),
-            "prior.residual": ("mean", "x0", "none"), "train_prior.architecture": ("dit", "unet"),
+            "prior.residual": ("mean", "x0", "none"), "task": ("classification", "sr"), "sr.scale": (2, 3, 4), "train_prior.architecture": ("dit", "unet"),
             "train_prior.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2")}
 
 
@@ -197,6 +199,35 @@ class EvaluateConfig:
 
 
 @dataclass
+class SuperResolutionConfig:
+    """Task "sr": distil a super-resolution training set (HR patches) and train SR networks on it."""
+
+    train: list[str] = field(default_factory=lambda: ["../shared/data/sr/yang91", "../shared/data/sr/bsd200"])
+    test: list[str] = field(default_factory=lambda: ["../shared/data/sr/set5", "../shared/data/sr/bsd100"])
+    scale: int = 2  # 2 | 3 | 4
+    # HR patches of the training set: a multiple of the scale and of the autoencoder's 8x downscale.
+    patch_size: int = 48
+    stride: int = 48
+    # The distilled set's size as a fraction of the training patches.
+    budget: float = 0.1
+    pseudo_classes: int = 10  # k of the k-means over real patch latents that stands in for classes
+    synthetic_batch: int = 32  # synthetic patches decoded per matching step (a class's share, at most)
+    # The SR training protocol (every training set alike): L1 on (net(LR), HR), Adam, random flips and
+    # 90-degree rotations, lr x0.5 at 1/2 and 3/4 of the iterations.
+    net: str = "espcn"
+    iterations: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    runs: int = 3
+    augment: bool = True
+    # Baselines trained in the same evaluation: the full set, a random subset and a loss-pruned subset of the
+    # distilled set's size (an SRCNN trained on the full set ranks patches by loss; the hardest prune_drop are
+    # dropped and the next hardest kept), and bicubic.
+    baselines: list[str] = field(default_factory=lambda: ["full", "random", "pruned", "bicubic"])
+    prune_drop: float = 0.05
+
+
+@dataclass
 class TrainPriorConfig:
     """`latentdistill train-prior`: a small class-conditional latent diffusion model on a latent cache."""
 
@@ -235,6 +266,8 @@ class RunConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
     train_prior: TrainPriorConfig = field(default_factory=TrainPriorConfig)
+    task: str = "classification"  # classification | sr
+    sr: SuperResolutionConfig = field(default_factory=SuperResolutionConfig)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -7,9 +7,11 @@ call take and return tensors.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +127,7 @@ def run_buffer(config: RunConfig, progress: bool = True) -> Path:
     set_threads(config.threads)
     device = resolve_device(config.device)
     data = prepare_data(config, progress=progress)
-    if config.distill.net not in nets.NETWORKS:
+    if nets.TASKS.get(config.distill.net) != "classification":
         raise LatentDistillError(f"config key 'distill.net': unknown network '{config.distill.net}' (known: {', '.join(sorted(nets.NETWORKS))})")
     directory = buffer_directory(config)
     normalize = Normalize(config.data.mean, config.data.std).to(device)
@@ -211,6 +213,8 @@ def run_evaluate(path: str | Path, config_path: str | None = None, overrides: li
     path = Path(path)
     distilled = read_distilled(path)
     config = evaluation_config(distilled, config_path, overrides or [])
+    if distilled.metadata.get("task") == "sr":
+        return run_sr_evaluate(path, distilled, config, progress=progress)
     set_threads(config.threads)
     device = resolve_device(config.device)
     if distilled.images is None:
@@ -218,9 +222,10 @@ def run_evaluate(path: str | Path, config_path: str | None = None, overrides: li
     data = prepare_data(config, progress=progress)
     if data.classes != distilled.classes:
         raise LatentDistillError(f"{path} was distilled for classes {distilled.classes}, the dataset at {config.data.root} has {data.classes}")
-    unknown = [name for name in network_names(config.evaluate) if name not in nets.NETWORKS]
+    classifiers = sorted(name for name, task in nets.TASKS.items() if task == "classification")
+    unknown = [name for name in network_names(config.evaluate) if name not in classifiers]
     if unknown:
-        raise LatentDistillError(f"config key 'evaluate.nets': unknown network '{unknown[0]}' (known: {', '.join(sorted(nets.NETWORKS))})")
+        raise LatentDistillError(f"config key 'evaluate.nets': unknown network '{unknown[0]}' (known: {', '.join(classifiers)})")
     normalize = Normalize(config.data.mean, config.data.std).to(device)
     augment = DifferentiableAugment(config.augment) if config.evaluate.augment else None
     report = evaluate_classification(
@@ -251,3 +256,199 @@ def run_evaluate(path: str | Path, config_path: str | None = None, overrides: li
     write_distilled(path, distilled)
     print(markdown_table(report))
     return report
+
+
+# --- task "sr": super-resolution training sets ------------------------------------------------
+
+
+@dataclass
+class SRData:
+    patches: torch.Tensor  # (N, 3, P, P) uint8 HR training patches
+    latents: torch.Tensor  # (N, C, h, w) their encodings
+    pseudo_labels: torch.Tensor  # (N,) k-means cluster of each latent
+
+
+def _sr_cache_path(config: RunConfig, files: list[Path]) -> Path:
+    sr = config.sr
+    fingerprint = hashlib.sha256(json.dumps([[str(p.name), p.stat().st_size] for p in files]).encode()).hexdigest()[:16]
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(config.autoencoder.name_or_path).name)
+    root = Path(config.cache.dir) if config.cache.dir else Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
+    return root / f"sr-{fingerprint}-{sr.patch_size}px-s{sr.stride}-{tag}.safetensors"
+
+
+def prepare_sr_data(config: RunConfig, autoencoder, progress: bool = True) -> SRData:
+    """HR patches of ``sr.train``, their latents (cached: encoding is the slow part) and k-means pseudo-labels."""
+    from latentdistill.data.super_resolution import extract_patches, list_images, load_hr_images
+    from latentdistill.distill.synthetic import kmeans
+    from latentdistill.io import atomic_save_file, read_safetensors
+
+    sr = config.sr
+    if sr.patch_size % sr.scale or sr.patch_size % 8:
+        raise LatentDistillError(f"config key 'sr.patch_size': {sr.patch_size} must be a multiple of sr.scale ({sr.scale}) and of 8")
+    files = [path for folder in sr.train for path in list_images(folder)]
+    patches = extract_patches(load_hr_images(sr.train), sr.patch_size, sr.stride)
+    cache = _sr_cache_path(config, files)
+    latents = None
+    if cache.is_file():
+        tensors, metadata = read_safetensors(cache)
+        if metadata.get("autoencoder") == json.dumps(autoencoder.spec()) and len(tensors["latents"]) == len(patches):
+            latents = tensors["latents"]
+    if latents is None:
+        latents = autoencoder.encode_batched(patches.float() / 255, batch_size=64)
+        atomic_save_file({"latents": latents.contiguous()}, cache, metadata={"autoencoder": json.dumps(autoencoder.spec())})
+    _, pseudo_labels = kmeans(latents.flatten(1), sr.pseudo_classes, torch.Generator().manual_seed(config.seed))
+    return SRData(patches, latents, pseudo_labels)
+
+
+def run_sr_distill(config: RunConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Distill ``sr.budget`` of the SR training patches into ``output_dir/distilled.safetensors`` (task sr)."""
+    from latentdistill.distill.super_resolution import distill_sr
+
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    run_dir = Path(config.output_dir)
+    output = run_dir / DISTILLED_FILE
+    if output.exists() and not resume:
+        raise LatentDistillError(f"{output} already exists: choose another output_dir (nothing was overwritten)")
+    autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
+    data = prepare_sr_data(config, autoencoder, progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    synthetic = distill_sr(config, data.patches, data.latents, data.pseudo_labels, autoencoder, run_dir, device,
+                           resume=resume, progress=progress)
+    images = (autoencoder.to(device).decode_batched(synthetic.latents, batch_size=64).clamp(0, 1) * 255).round().to(torch.uint8)
+    metadata = {
+        "format_version": FORMAT_VERSION, "task": "sr",
+        "classes": [f"cluster_{c}" for c in range(config.sr.pseudo_classes)],
+        "dataset": [Path(folder).name for folder in config.sr.train], "scale": config.sr.scale,
+        "patch_size": config.sr.patch_size, "budget": config.sr.budget, "real_patches": len(data.patches),
+        "autoencoder": autoencoder.spec(), "config": config_to_dict(config), "seed": config.seed,
+        "versions": package_versions(), "distill_iterations": config.distill.iterations,
+        "distill_minutes": round(distill_minutes(run_dir / "distill_log.jsonl"), 2), "device": str(device),
+    }
+    write_distilled(output, DistilledSet(synthetic.latents, synthetic.labels, images, None, metadata))
+    save_grid(images[:64], torch.zeros(min(64, len(images)), dtype=torch.long), run_dir / "grid.png", scale=1)
+    return output
+
+
+def _sr_test_sets(config: RunConfig) -> dict[str, list[torch.Tensor]]:
+    from latentdistill.data.super_resolution import load_hr_images
+
+    return {Path(folder).name: load_hr_images(folder) for folder in config.sr.test}
+
+
+def run_sr_evaluate(path: Path, distilled: DistilledSet, config: RunConfig, progress: bool = True) -> dict:
+    """Train ``sr.runs`` SR networks on the distilled patches and on each baseline of the same size, with
+    one protocol; PSNR/SSIM (Y, border = scale) on every test set; writes ``report.json``."""
+    from latentdistill.data.super_resolution import extract_patches, load_hr_images
+    from latentdistill.evaluate.super_resolution import (
+        evaluate_sr,
+        make_lr_patches,
+        patch_losses,
+        pruned_subset,
+        summarize_sr,
+        train_sr,
+    )
+
+    sr = config.sr
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    if distilled.images is None:
+        raise LatentDistillError(f"{path} holds no decoded images to train on")
+    real = extract_patches(load_hr_images(sr.train), sr.patch_size, sr.stride)
+    count = len(distilled.images)
+    sets = {"distilled": distilled.images}
+    generator = torch.Generator().manual_seed(config.seed)
+    if "full" in sr.baselines:
+        sets["full"] = real
+    if "random" in sr.baselines:
+        sets["random"] = real[torch.randperm(len(real), generator=generator)[:count]]
+    if "pruned" in sr.baselines:
+        full_lr = make_lr_patches(real, sr.scale)
+        ranker = train_sr(full_lr, real, sr, config.seed, device, net="srcnn", progress=progress)
+        sets["pruned"] = real[pruned_subset(patch_losses(ranker, full_lr, real, device), count, sr.prune_drop)]
+    tests = _sr_test_sets(config)
+    started = time.perf_counter()
+    results: dict[str, dict] = {}
+    for name, hr in sets.items():
+        lr = make_lr_patches(hr, sr.scale)
+        for run in range(sr.runs):
+            model = train_sr(lr, hr, sr, config.seed * 1000 + run, device, progress=progress)
+            for test_name, images in tests.items():
+                scores = evaluate_sr(model, images, sr.scale, device)
+                entry = results.setdefault(name, {}).setdefault(test_name, {"psnr": [], "ssim": []})
+                entry["psnr"].append(scores["psnr"])
+                entry["ssim"].append(scores["ssim"])
+    if "bicubic" in sr.baselines:
+        results["bicubic"] = {name: {k: [v] for k, v in evaluate_sr("bicubic", images, sr.scale).items() if k != "images"}
+                              for name, images in tests.items()}
+    report = {
+        "task": "sr", "scale": sr.scale, "net": sr.net, "patches": {name: len(hr) for name, hr in sets.items()},
+        "budget": count / len(real),
+        "protocol": {"iterations": sr.iterations, "batch_size": sr.batch_size, "lr": sr.lr, "loss": "L1",
+                     "optimizer": "Adam", "augment": "flips, 90-degree rotations" if sr.augment else "none",
+                     "patch_size": sr.patch_size, "runs": sr.runs, "device": str(device),
+                     "metrics": "PSNR/SSIM on Y (BT.601), border = scale, LR by PIL bicubic"},
+        "minutes": round((time.perf_counter() - started) / 60, 2),
+        "results": {name: {test: summarize_sr(values) for test, values in per_test.items()} for name, per_test in results.items()},
+    }
+    atomic_write_text(path.parent / "report.json", json.dumps(report, indent=2))
+    distilled.metadata["evaluation"] = report
+    write_distilled(path, distilled)
+    print(sr_table(report))
+    return report
+
+
+def sr_table(report: dict) -> str:
+    tests = list(next(iter(report["results"].values())))
+    header = [f"x{report['scale']} {report['net']}", "patches"] + [f"{t} PSNR / SSIM" for t in tests]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, per_test in report["results"].items():
+        cells = [name, str(report["patches"].get(name, ""))]
+        for test in tests:
+            r = per_test[test]
+            cells.append(f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f} / {r['ssim']['mean']:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress: bool = True) -> Path:
+    """Train ``sr.net`` on the ``sr.train`` folders' patches, or on a distilled file's; save the model to
+    ``output_dir/sr_model.safetensors`` and print PSNR/SSIM on ``sr.test``."""
+    from latentdistill.data.super_resolution import extract_patches, load_hr_images
+    from latentdistill.evaluate.super_resolution import evaluate_sr, make_lr_patches, save_sr_model, train_sr
+
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    sr = config.sr
+    if distilled_path:
+        distilled = read_distilled(distilled_path)
+        if distilled.metadata.get("task") != "sr" or distilled.images is None:
+            raise LatentDistillError(f"{distilled_path} is not a distilled SR set with images")
+        hr = distilled.images
+    else:
+        hr = extract_patches(load_hr_images(sr.train), sr.patch_size, sr.stride)
+    model = train_sr(make_lr_patches(hr, sr.scale), hr, sr, config.seed, device, progress=progress)
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    output = run_dir / "sr_model.safetensors"
+    save_sr_model(output, model, sr.net, sr.scale, {"trained_on": distilled_path or sr.train, "patches": len(hr)})
+    for name, images in _sr_test_sets(config).items():
+        print(json.dumps({"test": name, **evaluate_sr(model, images, sr.scale, device)}))
+    return output
+
+
+def run_sr_eval(model: str, scale: int, folder: str, device: str = "auto") -> dict:
+    """``latentdistill sr-eval``: mean PSNR/SSIM of bicubic or a saved SR model on a folder of HR images."""
+    from latentdistill.data.super_resolution import load_hr_images
+    from latentdistill.evaluate.super_resolution import evaluate_sr, load_sr_model
+
+    images = load_hr_images(folder)
+    if model == "bicubic":
+        return evaluate_sr("bicubic", images, scale)
+    network, trained_scale = load_sr_model(model)
+    if trained_scale != scale:
+        raise LatentDistillError(f"{model} was trained for x{trained_scale}, not x{scale}")
+    target = resolve_device(device)
+    return evaluate_sr(network.to(target), images, scale, target)

@@ -10,8 +10,12 @@ ISSUE_NETWORKS = ("convnet_d3", "convnet_d4", "convnet_d5", "convnet_d6", "alexn
                   "resnet18", "resnet18_bn", "vit")
 
 
+CLASSIFIERS = sorted(name for name, task in nets.TASKS.items() if task == "classification")
+SUPER_RESOLUTION = sorted(name for name, task in nets.TASKS.items() if task == "sr")
+
+
 @pytest.mark.parametrize("resolution", [32, 64])
-@pytest.mark.parametrize("name", sorted(nets.NETWORKS))
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_every_network_builds_and_classifies(name, resolution):
     torch.manual_seed(0)
     net = nets.build(name, num_classes=7, resolution=resolution)
@@ -25,7 +29,19 @@ def test_every_network_builds_and_classifies(name, resolution):
 
 
 def test_the_issue_networks_are_registered():
-    assert set(ISSUE_NETWORKS) <= set(nets.NETWORKS)
+    assert set(ISSUE_NETWORKS) <= set(CLASSIFIERS)
+    assert set(SUPER_RESOLUTION) == {"srcnn", "fsrcnn", "espcn", "edsr"}
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("name", SUPER_RESOLUTION)
+def test_every_sr_network_upscales_by_its_scale(name, scale):
+    torch.manual_seed(0)
+    net = nets.build(name, scale=scale, task="sr")
+    output = net(torch.rand(2, 3, 9, 11))
+    assert output.shape == (2, 3, 9 * scale, 11 * scale) and torch.isfinite(output).all()
+    output.mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
 
 
 def test_convnet_depth_follows_the_resolution_and_the_name():
@@ -54,6 +70,8 @@ def test_resnet_stem_downsamples_only_larger_inputs():
 def test_bad_names_and_depths_are_refused():
     with pytest.raises(LatentDistillError, match="unknown network 'resnet50'"):
         nets.build("resnet50", 10)
+    with pytest.raises(LatentDistillError, match="unknown sr network 'convnet'"):
+        nets.build("convnet", scale=2, task="sr")
     with pytest.raises(LatentDistillError, match="fixed depth"):
         nets.build("vgg11", 10, depth=13)
     with pytest.raises(LatentDistillError, match="convnet_d4"):

@@ -72,8 +72,9 @@ class ImageFolder:
         return digest.hexdigest()[:16]
 
 
-def load_image(path: str | Path, resolution: int) -> torch.Tensor:
-    """Read one image as a (3, resolution, resolution) uint8 tensor, whatever its mode or size."""
+def read_rgb(path: str | Path) -> Image.Image:
+    """Open an image as RGB whatever its mode (transparency over white); a one-line error naming the
+    file when it cannot be read."""
     try:
         with Image.open(path) as image:
             image.load()
@@ -81,9 +82,14 @@ def load_image(path: str | Path, resolution: int) -> torch.Tensor:
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, rgba)
-            image = image.convert("RGB")
+            return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise LatentDistillError(f"cannot read image {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+
+
+def load_image(path: str | Path, resolution: int) -> torch.Tensor:
+    """Read one image as a (3, resolution, resolution) uint8 tensor, whatever its mode or size."""
+    image = read_rgb(path)
     width, height = image.size
     if (width, height) != (resolution, resolution):
         scale = resolution / min(width, height)

@@ -64,8 +64,9 @@ def build_objective(config: RunConfig, augment: DifferentiableAugment):
     raise LatentDistillError(f"config key 'distill.objective': unknown objective '{settings.objective}' (known: {', '.join(OBJECTIVES)})")
 
 
-def _changed_section(saved: dict, wanted: dict) -> str | None:
-    for key in RESUME_KEYS:
+def changed_section(saved: dict, wanted: dict, keys: tuple[str, ...] = RESUME_KEYS) -> str | None:
+    """The first config section (of ``keys``) in which a saved run and a resumed one differ."""
+    for key in keys:
         old, new = saved.get(key), wanted.get(key)
         if key == "distill" and isinstance(old, dict) and isinstance(new, dict):
             old = {k: v for k, v in old.items() if k not in RESUME_MAY_CHANGE}
@@ -136,7 +137,7 @@ def distill(
     extra = {name: tensor.clone() for name, tensor in getattr(objective, "learnable", dict)().items()}
     if resume and checkpoint_path.exists():
         saved = load_checkpoint(checkpoint_path)
-        changed = _changed_section(saved.config, resolved)
+        changed = changed_section(saved.config, resolved)
         if changed:
             raise LatentDistillError(f"cannot resume {checkpoint_path}: config section '{changed}' differs from the saved run")
         synthetic = SyntheticSet(saved.latents, saved.labels, saved.embeddings)

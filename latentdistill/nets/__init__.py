@@ -1,9 +1,10 @@
-"""One registry of networks: ``build("resnet18", num_classes=10, resolution=32)`` builds any of them.
+"""One registry of networks: ``build("resnet18", num_classes=10, resolution=32)`` or
+``build("fsrcnn", scale=2)`` builds any of them.
 
-Every network takes ``(num_classes, in_channels, resolution, width, depth)``; ``width``/``depth`` 0
-means the network's own default, so a name alone builds the standard model for an input size. Each
-has ``embed(images)`` (the features before the classifier, for distribution matching) and
-``forward``.
+Classifiers take ``(num_classes, in_channels, resolution, width, depth)`` and have ``embed(images)``
+(the features before the classifier, for distribution matching) and ``forward``. Super-resolution
+networks (``TASKS[name] == "sr"``) take ``(scale, channels, width, depth)`` and map LR to HR images.
+``width``/``depth`` 0 means the network's own default, so a name alone builds the standard model.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from latentdistill.errors import LatentDistillError
 from latentdistill.nets.alexnet import AlexNet
 from latentdistill.nets.convnet import ConvNet
 from latentdistill.nets.resnet import ResNet18
+from latentdistill.nets.super_resolution import EDSR, ESPCN, FSRCNN, SRCNN
 from latentdistill.nets.vgg import VGG11
 from latentdistill.nets.vit import ViT
 
 
-def _convnet_of_depth(fixed: int, **kwargs) -> ConvNet:
+def _convnet_of_depth(fixed: int, *args, **kwargs) -> ConvNet:
     if kwargs.get("depth") not in (None, 0, fixed):
         raise LatentDistillError(f"network 'convnet_d{fixed}' has depth {fixed}: use 'convnet' to choose the depth")
-    return ConvNet(**{**kwargs, "depth": fixed})
+    return ConvNet(*args, **{**kwargs, "depth": fixed})
 
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
@@ -37,14 +39,20 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": ResNet18,  # instance norm
     "resnet18_bn": partial(ResNet18, norm="batch"),
     "vit": ViT,
+    "srcnn": SRCNN,
+    "fsrcnn": FSRCNN,
+    "espcn": ESPCN,
+    "edsr": EDSR,  # EDSR-baseline, small
 }
+TASKS = {name: "sr" if name in ("srcnn", "fsrcnn", "espcn", "edsr") else "classification" for name in NETWORKS}
 
 
-def build(name: str, num_classes: int, resolution: int = 32, in_channels: int = 3, width: int = 0, depth: int = 0) -> nn.Module:
-    """Build a network by name for ``resolution`` x ``resolution`` inputs."""
-    if name not in NETWORKS:
-        raise LatentDistillError(f"unknown network '{name}' (known: {', '.join(sorted(NETWORKS))})")
-    return NETWORKS[name](num_classes=num_classes, in_channels=in_channels, resolution=resolution, width=width, depth=depth)
+def build(name: str, *args, task: str | None = None, **kwargs) -> nn.Module:
+    """Build a network by name; ``task`` ("classification" | "sr"), when given, must match it."""
+    if name not in NETWORKS or (task is not None and TASKS[name] != task):
+        known = sorted(n for n in NETWORKS if task is None or TASKS[n] == task)
+        raise LatentDistillError(f"unknown {task + ' ' if task else ''}network '{name}' (known: {', '.join(known)})")
+    return NETWORKS[name](*args, **kwargs)
 
 
 __all__ = ["NETWORKS", "VGG11", "AlexNet", "ConvNet", "ResNet18", "ViT", "build"]

@@ -1,0 +1,163 @@
+"""Super-resolution: metrics against hand-computed values, the standard bicubic figures, SR training,
+and an SR distillation of a few steps through the CLI on tiny data."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentdistill.cli import main
+from latentdistill.config import SuperResolutionConfig
+from latentdistill.data.super_resolution import extract_patches, load_hr_images, make_lr, modcrop
+from latentdistill.errors import LatentDistillError
+from latentdistill.evaluate.super_resolution import (
+    evaluate_sr,
+    load_sr_model,
+    make_lr_patches,
+    pruned_subset,
+    psnr_y,
+    rgb_to_y,
+    save_sr_model,
+    ssim_y,
+    train_sr,
+)
+from latentdistill.export import read_distilled
+
+from helpers import SHARED, one_line, save_tiny_autoencoder
+
+SR_DATA = SHARED / "data" / "sr"
+
+
+def gray(value: int, size=(3, 24, 24)) -> torch.Tensor:
+    return torch.full(size, value, dtype=torch.uint8)
+
+
+def texture(seed: int, size: int = 24) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, size // 4, size // 4, generator=generator), size=size, mode="bicubic")
+    return (smooth[0].clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def test_y_channel_is_bt601():
+    assert float(rgb_to_y(gray(0, (3, 1, 1)))) == pytest.approx(16.0)
+    assert float(rgb_to_y(gray(255, (3, 1, 1)))) == pytest.approx(235.0)
+    red = torch.tensor([255, 0, 0], dtype=torch.uint8).view(3, 1, 1)
+    assert float(rgb_to_y(red)) == pytest.approx(16 + 65.481)
+
+
+def test_identical_images_give_infinite_psnr_and_ssim_one():
+    image = texture(0)
+    assert psnr_y(image, image, border=2) == math.inf
+    assert ssim_y(image, image, border=2) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_a_known_shift_gives_a_known_psnr():
+    # every channel +1 on gray: Y moves by 219/255 everywhere, so MSE = (219/255)^2
+    expected = 10 * math.log10(255**2 / (219 / 255) ** 2)
+    assert psnr_y(gray(101), gray(100), border=0) == pytest.approx(expected, abs=1e-9)
+    assert psnr_y(gray(110), gray(100), border=0) == pytest.approx(expected - 20, abs=1e-9)  # 10x the error
+
+
+def test_border_crop_ignores_the_border():
+    target = texture(1)
+    output = target.clone()
+    output[:, :2, :] = 0  # damage only the two top rows
+    assert psnr_y(output, target, border=2) == math.inf
+    assert psnr_y(output, target, border=1) < 40
+    assert ssim_y(output, target, border=2) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ssim_falls_with_structure_not_with_a_small_offset():
+    target = texture(2, 48)
+    noise = torch.randint(0, 256, target.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert ssim_y(noise, target, border=0) < 0.2
+    assert 0.99 < ssim_y((target.int() + 2).clamp(0, 255).to(torch.uint8), target, border=0) < 1.0
+
+
+def test_modcrop_lr_and_patches():
+    image = texture(3, 50)
+    assert modcrop(image, 4).shape == (3, 48, 48)
+    lr = make_lr(modcrop(image, 4), 4)
+    assert lr.shape == (3, 12, 12) and lr.dtype == torch.uint8
+    with pytest.raises(LatentDistillError, match="multiple of scale"):
+        make_lr(image, 4)
+    patches = extract_patches([image, texture(4, 30)], size=16, stride=16)
+    assert patches.shape == (3 * 3 + 1 * 1, 3, 16, 16)
+    torch.testing.assert_close(patches[0], image[:, :16, :16])
+
+
+def test_pruning_drops_the_hardest_then_keeps_the_next_hardest():
+    losses = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3, 0.2, 0.8, 0.6, 0.4, 0.05] * 2)  # 20 patches
+    kept = pruned_subset(losses, count=4, drop=0.1)  # drop the 2 hardest (0.9, 0.9), keep the next 4
+    assert sorted(losses[kept].tolist()) == pytest.approx([0.7, 0.7, 0.8, 0.8])
+
+
+def test_sr_training_beats_bicubic_on_what_it_learned(tmp_path):
+    images = [texture(seed, 48) for seed in range(6)]
+    hr = extract_patches(images, 24, 12)
+    config = SuperResolutionConfig(scale=2, net="espcn", iterations=300, batch_size=16, lr=3e-3)
+    model = train_sr(make_lr_patches(hr, 2), hr, config, seed=0, device=torch.device("cpu"))
+    trained = evaluate_sr(model, images, 2)
+    assert trained["psnr"] > evaluate_sr("bicubic", images, 2)["psnr"]
+    save_sr_model(tmp_path / "model.safetensors", model, "espcn", 2)
+    loaded, scale = load_sr_model(tmp_path / "model.safetensors")
+    assert scale == 2 and evaluate_sr(loaded, images, 2)["psnr"] == pytest.approx(trained["psnr"])
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(LatentDistillError) as error:
+        load_sr_model(tmp_path / "junk.safetensors")
+    assert "junk.safetensors" in one_line(error)
+
+
+@pytest.mark.skipif(not SR_DATA.is_dir(), reason="../shared/data/sr not present")
+@pytest.mark.parametrize(("folder", "published"), [("set5", 33.66), ("bsd100", 29.56)])
+def test_bicubic_matches_the_published_x2_figures(folder, published):
+    result = evaluate_sr("bicubic", load_hr_images(SR_DATA / folder), 2)
+    assert abs(result["psnr"] - published) <= 0.05
+
+
+def make_sr_folders(root):
+    for split, count, size in (("train", 6, 64), ("test", 2, 40)):
+        (root / split).mkdir(parents=True)
+        for index in range(count):
+            array = texture(100 * (split == "test") + index, size).permute(1, 2, 0).numpy()
+            Image.fromarray(np.ascontiguousarray(array)).save(root / split / f"{index:02d}.png")
+    return root
+
+
+def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
+    root = make_sr_folders(tmp_path / "sr")
+    save_tiny_autoencoder(tmp_path / "autoencoder")
+    config = tmp_path / "sr.yaml"
+    config.write_text(json.dumps({
+        "task": "sr", "output_dir": str(tmp_path / "run"), "device": "cpu",
+        "autoencoder": {"name_or_path": str(tmp_path / "autoencoder")}, "cache": {"dir": str(tmp_path / "cache")},
+        "distill": {"objective": "dm", "iterations": 3, "real_batch": 4, "lr": 0.01, "optimizer": "adam", "checkpoint_every": 2},
+        "sr": {"train": [str(root / "train")], "test": [str(root / "test")], "scale": 2, "patch_size": 16, "stride": 16,
+               "budget": 0.25, "pseudo_classes": 2, "synthetic_batch": 2, "net": "espcn", "iterations": 5,
+               "batch_size": 4, "runs": 2},
+    }))  # JSON is YAML
+    assert main(["--no-progress", "run", "--config", str(config)]) == 0
+    distilled = read_distilled(tmp_path / "run" / "distilled.safetensors")
+    assert distilled.metadata["task"] == "sr" and distilled.metadata["real_patches"] == 6 * 16
+    assert distilled.images.shape == (24, 3, 16, 16)  # 25% of 96 patches
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert set(report["results"]) == {"distilled", "full", "random", "pruned", "bicubic"}
+    assert report["patches"]["random"] == report["patches"]["pruned"] == 24
+    assert len(report["results"]["distilled"]["test"]["psnr"]["runs"]) == 2
+    printed = capsys.readouterr().out
+    assert "| distilled | 24 |" in printed
+
+    # gm as well, and the SR verbs on the result
+    code = main(["--no-progress", "distill", "--config", str(config), "distill.objective=gm", f"output_dir={tmp_path / 'gm'}"])
+    assert code == 0
+    assert main(["--no-progress", "sr-train", "--config", str(config), "--from", str(tmp_path / "gm" / "distilled.safetensors"),
+                 f"output_dir={tmp_path / 'model'}"]) == 0
+    capsys.readouterr()
+    assert main(["sr-eval", "--model", str(tmp_path / "model" / "sr_model.safetensors"), "--scale", "2", str(root / "test")]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(line) >= {"psnr", "ssim"} and math.isfinite(line["psnr"]) and 0 < line["ssim"] <= 1
+    assert main(["sr-eval", "--model", str(tmp_path / "model" / "sr_model.safetensors"), "--scale", "4", str(root / "test")]) == 2
+    assert "x2" in capsys.readouterr().err
