@@ -5,9 +5,10 @@ steps checkpointed and not.
 
 One iteration: decode the synthetic latents (taef2) -> ``syn_steps`` unrolled SGD steps of a ConvNet-3
 student from an expert checkpoint of the real buffer -> normalised distance to the expert's later
-parameters -> backward to the latents and the learnable lr. Peak memory is measured above what was
-resident before the iteration: ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak resident
-set (VmHWM) on a CPU, each configuration in its own process.
+parameters -> backward to the latents and the learnable lr. Peak memory is that of the first iteration
+of a fresh process, above what was resident before it: ``torch.cuda.max_memory_allocated`` on a GPU,
+the process's peak resident set (VmHWM) on a CPU, each configuration in its own process; time is the
+mean of the iterations after it.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def one_case(config_path: str, overrides: list[str], syn_steps: int, checkpointi
         objective.iteration(context)
         latents.grad = None
 
-    iteration(0)  # warm-up: allocator caches, lazy loads of the trajectory
+    # Memory: the first iteration, from a fresh process (a warm-up would leave its freed pages resident
+    # on a CPU and hide the peak). Time: the iterations after it.
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -75,14 +77,17 @@ def one_case(config_path: str, overrides: list[str], syn_steps: int, checkpointi
     else:
         baseline = resident_bytes()
         reset_peak_resident()
-    started = time.perf_counter()
-    for seed in range(1, iterations + 1):
-        iteration(seed)
+    iteration(0)
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - baseline
     else:
         peak = peak_resident_bytes() - baseline
+    started = time.perf_counter()
+    for seed in range(1, iterations + 1):
+        iteration(seed)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return {"seconds_per_iteration": round((time.perf_counter() - started) / iterations, 3),
             "peak_gb": round(peak / 1e9, 3)}
 
@@ -91,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a run config with objective mtt and its buffer")
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
-    parser.add_argument("--iterations", type=int, default=2, help="timed iterations after one warm-up")
+    parser.add_argument("--iterations", type=int, default=1, help="timed iterations after the measured one")
     parser.add_argument("--output", help="write the rows as JSON here")
     parser.add_argument("--one", nargs=2, type=int, metavar=("SYN_STEPS", "CHECKPOINTING"), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")

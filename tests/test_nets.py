@@ -42,6 +42,7 @@ def test_every_sr_network_upscales_by_its_scale(name, scale):
     assert output.shape == (2, 3, 9 * scale, 11 * scale) and torch.isfinite(output).all()
     output.mean().backward()
     assert all(p.grad is not None for p in net.parameters())
+    assert net.features(torch.rand(2, 3, 9, 11)).dim() == 4  # what distribution matching compares
 
 
 def test_convnet_depth_follows_the_resolution_and_the_name():

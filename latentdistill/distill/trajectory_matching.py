@@ -25,6 +25,25 @@ from latentdistill.errors import LatentDistillError
 from latentdistill.runtime import autocast
 
 
+def student_steps(net, layout, parameters: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+                  batches: list[torch.Tensor], draws: list, synthetic_lr: torch.Tensor,
+                  augment: DifferentiableAugment, precision: str = "fp32") -> torch.Tensor:
+    """Plain SGD steps of a student (``net`` as the architecture, ``parameters`` flat), one per batch of
+    rows, differentiable in the images, the start and the learning rate."""
+    if not parameters.requires_grad:
+        parameters = parameters.requires_grad_(True)
+    for rows, draw in zip(batches, draws):
+        batch = images[rows]
+        if draw is not None:
+            batch = augment.apply(batch, draw)
+        with autocast(images.device, precision):
+            logits = functional_call(net, unflatten(parameters, layout), (batch,))
+        loss = F.cross_entropy(logits.float(), labels[rows])
+        (gradient,) = torch.autograd.grad(loss, parameters, create_graph=True)
+        parameters = parameters - synthetic_lr * gradient
+    return parameters
+
+
 class TrajectoryMatching:
     name = "mtt"
 
@@ -49,22 +68,6 @@ class TrajectoryMatching:
         if index not in self._trajectories:
             self._trajectories[index] = self.buffer.trajectory(index)
         return self._trajectories[index]
-
-    def _student_steps(self, context, layout, parameters, images, batches, augment_draws, synthetic_lr):
-        """Plain SGD steps of the student from ``parameters`` (flat), differentiable in everything."""
-        labels = context.synthetic_labels
-        if not parameters.requires_grad:
-            parameters = parameters.requires_grad_(True)
-        for rows, draw in zip(batches, augment_draws):
-            batch = images[rows]
-            if draw is not None:
-                batch = self.augment.apply(batch, draw)
-            with autocast(images.device, self.precision):
-                logits = functional_call(context.net, unflatten(parameters, layout), (batch,))
-            loss = F.cross_entropy(logits.float(), labels[rows])
-            (gradient,) = torch.autograd.grad(loss, parameters, create_graph=True)
-            parameters = parameters - synthetic_lr * gradient
-        return parameters
 
     def iteration(self, context: IterationContext) -> list[float]:
         generator, device = context.generator, context.device
@@ -93,11 +96,11 @@ class TrajectoryMatching:
         segment = self.steps_per_checkpoint or self.syn_steps
         for first in range(0, self.syn_steps, segment):
             span = slice(first, first + segment)
+            arguments = (context.net, layout, parameters, images, context.synthetic_labels, batches[span], draws[span],
+                         self.synthetic_lr, self.augment, self.precision)
             if self.steps_per_checkpoint:
-                parameters = checkpoint(self._student_steps, context, layout, parameters, images, batches[span],
-                                        draws[span], self.synthetic_lr, use_reentrant=False)
+                parameters = checkpoint(student_steps, *arguments, use_reentrant=False)
             else:
-                parameters = self._student_steps(context, layout, parameters, images, batches[span], draws[span],
-                                                 self.synthetic_lr)
+                parameters = student_steps(*arguments)
         loss = ((parameters - target) ** 2).sum() / ((start - target) ** 2).sum()
         return [context.update(loss)]

@@ -25,6 +25,10 @@ class SRCNN(nn.Module):
             nn.Conv2d(width // 2, channels, 5, padding=2),
         )
 
+    def features(self, lr: torch.Tensor) -> torch.Tensor:
+        upscaled = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return self.body[:4](upscaled)
+
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         upscaled = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return upscaled + self.body(upscaled)  # a residual on bicubic: the same function, faster to train
