@@ -86,8 +86,9 @@ def test_run_on_real_cifar_with_real_taef2(tmp_path):
     assert report["dataset"] == "cifar10-small" and report["ipc"] == 1
     assert report["protocol"]["epochs"] == 4
     for name in ("distilled", "random_real"):
-        assert len(report[name]["runs"]) == 1
-        assert 0.0 <= report[name]["mean"] <= 100.0
+        row = report["networks"]["convnet"][name]
+        assert len(row["runs"]) == 1
+        assert 0.0 <= row["mean"] <= 100.0
     assert distilled.metadata["evaluation"] == report
     log = [json.loads(line) for line in (run_dir / "distill_log.jsonl").read_text().splitlines()]
     assert [entry["iteration"] for entry in log] == [1, 2, 3]
