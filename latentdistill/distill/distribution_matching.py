@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.objective import IterationContext
+from latentdistill.distill.objective import IterationContext, class_pairs
 from latentdistill.runtime import autocast
 
 
@@ -28,11 +28,7 @@ class DistributionMatching:
         """Sum over the classes in ``real_by_class`` of ``|mean embed(real) - mean embed(synthetic)|^2``,
         with one DSA draw per class shared by its real and synthetic images."""
         total = synthetic.new_zeros(())
-        for label, real in real_by_class.items():
-            syn = synthetic[synthetic_labels == label]
-            if augment_params is not None and self.augment.enabled:
-                real = self.augment.apply(real, augment_params.index(torch.full((len(real),), label)))
-                syn = self.augment.apply(syn, augment_params.index(torch.full((len(syn),), label)))
+        for label, real, syn in class_pairs(real_by_class, synthetic, synthetic_labels, self.augment, augment_params):
             with autocast(syn.device, self.precision):
                 with torch.no_grad():
                     real_mean = net.embed(real).float().mean(0)

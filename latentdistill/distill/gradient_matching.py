@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
-from latentdistill.distill.objective import IterationContext
+from latentdistill.distill.objective import IterationContext, class_pairs
 from latentdistill.runtime import autocast
 
 # DC's (outer, inner) loop lengths by images per class.
@@ -83,11 +83,7 @@ class GradientMatching:
         real and synthetic images alike.
         """
         total = synthetic.new_zeros(())
-        for label, real in real_by_class.items():
-            syn = synthetic[synthetic_labels == label]
-            if augment_params is not None and self.augment.enabled:
-                real = self.augment.apply(real, augment_params.index(torch.full((len(real),), label)))
-                syn = self.augment.apply(syn, augment_params.index(torch.full((len(syn),), label)))
+        for label, real, syn in class_pairs(real_by_class, synthetic, synthetic_labels, self.augment, augment_params):
             g_real = self.class_gradients(net, real, label, create_graph=False)
             g_syn = self.class_gradients(net, syn, label, create_graph=True)
             total = total + gradient_distance(g_real, g_syn)

@@ -28,3 +28,16 @@ class IterationContext:
     augment: DifferentiableAugment
     device: torch.device
 
+
+
+def class_pairs(real_by_class: dict[int, torch.Tensor], synthetic: torch.Tensor, synthetic_labels: torch.Tensor,
+                augment: DifferentiableAugment, augment_params=None):
+    """Yield ``(label, real, synthetic)`` per class, with that class's DSA draw (row = class index of
+    ``augment_params``) applied to its real and synthetic images alike: the siamese part of DSA that
+    every per-class objective shares."""
+    for label, real in real_by_class.items():
+        syn = synthetic[synthetic_labels == label]
+        if augment_params is not None and augment.enabled:
+            real = augment.apply(real, augment_params.index(torch.full((len(real),), label)))
+            syn = augment.apply(syn, augment_params.index(torch.full((len(syn),), label)))
+        yield label, real, syn
