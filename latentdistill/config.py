@@ -31,7 +31,7 @@ _MINIMUM = {
     "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.full_epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
     "prior.steps": 1, "prior.t_start": 0, "distill.decode_chunk": 0, "prior.steps_per_checkpoint": 0, "distill.embedding_lr": 0.0,
     "sr.patch_size": 8, "sr.stride": 1, "sr.budget": 0.0, "sr.pseudo_classes": 1, "sr.synthetic_batch": 1,
-    "sr.iterations": 1, "sr.batch_size": 1, "sr.runs": 1, "sr.prune_drop": 0.0,
+    "sr.iterations": 1, "sr.batch_size": 1, "sr.runs": 1, "sr.prune_drop": 0.0, "sr.pool": 0.0,
     "train_prior.width": 1, "train_prior.depth": 1, "train_prior.heads": 1, "train_prior.patch_size": 1,
     "train_prior.steps": 0, "train_prior.batch_size": 1, "train_prior.checkpoint_every": 1,
     "train_prior.train_timesteps": 2, "train_prior.class_dropout": 0.0, "train_prior.ema_decay": 0.0,
@@ -210,6 +210,10 @@ class SuperResolutionConfig:
     stride: int = 48
     # The distilled set's size as a fraction of the training patches.
     budget: float = 0.1
+    # The real patches the distillation starts from and matches against, as a fraction of the training
+    # patches chosen by loss-based pruning (below: the hardest prune_drop dropped, the next hardest kept), as
+    # in Moser et al.'s "distill the best, ignore the rest"; 1.0 uses every patch. At least the budget.
+    pool: float = 1.0
     pseudo_classes: int = 10  # k of the k-means over real patch latents that stands in for classes
     synthetic_batch: int = 32  # synthetic patches decoded per matching step (a class's share, at most)
     # The SR training protocol (every training set alike): L1 on (net(LR), HR), Adam, random flips and

@@ -263,31 +263,65 @@ def run_evaluate(path: str | Path, config_path: str | None = None, overrides: li
 
 @dataclass
 class SRData:
-    patches: torch.Tensor  # (N, 3, P, P) uint8 HR training patches
+    patches: torch.Tensor  # (N, 3, P, P) uint8 HR patches of the pool the distillation draws from
     latents: torch.Tensor  # (N, C, h, w) their encodings
     pseudo_labels: torch.Tensor  # (N,) k-means cluster of each latent
+    training_patches: int  # all the training patches (the budget is a fraction of these)
 
 
-def _sr_cache_path(config: RunConfig, files: list[Path]) -> Path:
+def _sr_cache_root(config: RunConfig) -> Path:
+    return Path(config.cache.dir) if config.cache.dir else Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
+
+
+def _sr_fingerprint(config: RunConfig) -> str:
+    from latentdistill.data.super_resolution import list_images
+
+    files = [path for folder in config.sr.train for path in list_images(folder)]
+    return hashlib.sha256(json.dumps([[str(p.name), p.stat().st_size] for p in files]).encode()).hexdigest()[:16]
+
+
+def _sr_cache_path(config: RunConfig) -> Path:
     sr = config.sr
-    fingerprint = hashlib.sha256(json.dumps([[str(p.name), p.stat().st_size] for p in files]).encode()).hexdigest()[:16]
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(config.autoencoder.name_or_path).name)
-    root = Path(config.cache.dir) if config.cache.dir else Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
-    return root / f"sr-{fingerprint}-{sr.patch_size}px-s{sr.stride}-{tag}.safetensors"
+    return _sr_cache_root(config) / f"sr-{_sr_fingerprint(config)}-{sr.patch_size}px-s{sr.stride}-{tag}.safetensors"
 
 
-def prepare_sr_data(config: RunConfig, autoencoder, progress: bool = True) -> SRData:
-    """HR patches of ``sr.train``, their latents (cached: encoding is the slow part) and k-means pseudo-labels."""
-    from latentdistill.data.super_resolution import extract_patches, list_images, load_hr_images
+def sr_patch_difficulty(config: RunConfig, patches: torch.Tensor, device: torch.device, progress: bool = True) -> torch.Tensor:
+    """Each training patch's L1 under an SRCNN trained on all of them (the ranking of loss-based pruning).
+    Cached beside the latents: it depends on the patches, the scale and the SR protocol, not on a run."""
+    from latentdistill.evaluate.super_resolution import make_lr_patches, patch_losses, train_sr
+    from latentdistill.io import atomic_save_file, read_safetensors
+
+    sr = config.sr
+    key = json.dumps({"ranker": "srcnn", "scale": sr.scale, "iterations": sr.iterations, "batch_size": sr.batch_size,
+                      "lr": sr.lr, "augment": sr.augment, "seed": config.seed, "patches": len(patches)}, sort_keys=True)
+    path = _sr_cache_root(config) / f"sr-{_sr_fingerprint(config)}-{sr.patch_size}px-s{sr.stride}-x{sr.scale}-difficulty-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+    if path.is_file():
+        tensors, metadata = read_safetensors(path)
+        if metadata.get("key") == key:
+            return tensors["loss"]
+    lr = make_lr_patches(patches, sr.scale)
+    ranker = train_sr(lr, patches, sr, config.seed, device, net="srcnn", progress=progress)
+    losses = patch_losses(ranker, lr, patches, device)
+    atomic_save_file({"loss": losses.contiguous()}, path, metadata={"key": key})
+    return losses
+
+
+def prepare_sr_data(config: RunConfig, autoencoder, device: torch.device | None = None, progress: bool = True) -> SRData:
+    """HR patches of ``sr.train`` (or of their loss-pruned pool, ``sr.pool`` < 1), their latents (cached:
+    encoding is the slow part) and k-means pseudo-labels."""
+    from latentdistill.data.super_resolution import extract_patches, load_hr_images
     from latentdistill.distill.synthetic import kmeans
+    from latentdistill.evaluate.super_resolution import pruned_subset
     from latentdistill.io import atomic_save_file, read_safetensors
 
     sr = config.sr
     if sr.patch_size % sr.scale or sr.patch_size % 8:
         raise LatentDistillError(f"config key 'sr.patch_size': {sr.patch_size} must be a multiple of sr.scale ({sr.scale}) and of 8")
-    files = [path for folder in sr.train for path in list_images(folder)]
+    if not sr.budget <= sr.pool <= 1:
+        raise LatentDistillError(f"config key 'sr.pool': {sr.pool} must lie between sr.budget ({sr.budget}) and 1")
     patches = extract_patches(load_hr_images(sr.train), sr.patch_size, sr.stride)
-    cache = _sr_cache_path(config, files)
+    cache = _sr_cache_path(config)
     latents = None
     if cache.is_file():
         tensors, metadata = read_safetensors(cache)
@@ -296,8 +330,13 @@ def prepare_sr_data(config: RunConfig, autoencoder, progress: bool = True) -> SR
     if latents is None:
         latents = autoencoder.encode_batched(patches.float() / 255, batch_size=64)
         atomic_save_file({"latents": latents.contiguous()}, cache, metadata={"autoencoder": json.dumps(autoencoder.spec())})
+    training_patches = len(patches)
+    if sr.pool < 1:
+        losses = sr_patch_difficulty(config, patches, device or torch.device("cpu"), progress)
+        rows = pruned_subset(losses, max(1, round(sr.pool * training_patches)), sr.prune_drop)
+        patches, latents = patches[rows], latents[rows]
     _, pseudo_labels = kmeans(latents.flatten(1), sr.pseudo_classes, torch.Generator().manual_seed(config.seed))
-    return SRData(patches, latents, pseudo_labels)
+    return SRData(patches, latents, pseudo_labels, training_patches)
 
 
 def run_sr_distill(config: RunConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -311,17 +350,18 @@ def run_sr_distill(config: RunConfig, resume: bool = False, progress: bool = Tru
     if output.exists() and not resume:
         raise LatentDistillError(f"{output} already exists: choose another output_dir (nothing was overwritten)")
     autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
-    data = prepare_sr_data(config, autoencoder, progress)
+    data = prepare_sr_data(config, autoencoder, device, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     synthetic = distill_sr(config, data.patches, data.latents, data.pseudo_labels, autoencoder, run_dir, device,
-                           resume=resume, progress=progress)
+                           total=round(config.sr.budget * data.training_patches), resume=resume, progress=progress)
     images = (autoencoder.to(device).decode_batched(synthetic.latents, batch_size=64).clamp(0, 1) * 255).round().to(torch.uint8)
     metadata = {
         "format_version": FORMAT_VERSION, "task": "sr",
         "classes": [f"cluster_{c}" for c in range(config.sr.pseudo_classes)],
         "dataset": [Path(folder).name for folder in config.sr.train], "scale": config.sr.scale,
-        "patch_size": config.sr.patch_size, "budget": config.sr.budget, "real_patches": len(data.patches),
+        "patch_size": config.sr.patch_size, "budget": config.sr.budget, "real_patches": data.training_patches,
+        "pool": config.sr.pool, "pool_patches": len(data.patches),
         "autoencoder": autoencoder.spec(), "config": config_to_dict(config), "seed": config.seed,
         "versions": package_versions(), "distill_iterations": config.distill.iterations,
         "distill_minutes": round(distill_minutes(run_dir / "distill_log.jsonl"), 2), "device": str(device),
@@ -344,7 +384,6 @@ def run_sr_evaluate(path: Path, distilled: DistilledSet, config: RunConfig, prog
     from latentdistill.evaluate.super_resolution import (
         evaluate_sr,
         make_lr_patches,
-        patch_losses,
         pruned_subset,
         summarize_sr,
         train_sr,
@@ -357,39 +396,55 @@ def run_sr_evaluate(path: Path, distilled: DistilledSet, config: RunConfig, prog
         raise LatentDistillError(f"{path} holds no decoded images to train on")
     real = extract_patches(load_hr_images(sr.train), sr.patch_size, sr.stride)
     count = len(distilled.images)
-    sets = {"distilled": distilled.images}
-    generator = torch.Generator().manual_seed(config.seed)
-    if "full" in sr.baselines:
-        sets["full"] = real
-    if "random" in sr.baselines:
-        sets["random"] = real[torch.randperm(len(real), generator=generator)[:count]]
-    if "pruned" in sr.baselines:
-        full_lr = make_lr_patches(real, sr.scale)
-        ranker = train_sr(full_lr, real, sr, config.seed, device, net="srcnn", progress=progress)
-        sets["pruned"] = real[pruned_subset(patch_losses(ranker, full_lr, real, device), count, sr.prune_drop)]
     tests = _sr_test_sets(config)
+    # Baselines do not depend on the distilled set: kept beside the latent cache and reused by every later
+    # evaluation with the same data, size, protocol, seed and device type.
+    baselines = BaselineCache(_sr_cache_root(config) / f"sr-{_sr_fingerprint(config)}-{BASELINES_FILE}"
+                              if config.evaluate.reuse_baselines else None)
+    protocol = {"scale": sr.scale, "net": sr.net, "patch_size": sr.patch_size, "stride": sr.stride, "iterations": sr.iterations,
+                "batch_size": sr.batch_size, "lr": sr.lr, "augment": sr.augment, "runs": sr.runs, "seed": config.seed,
+                "tests": [str(Path(t).resolve()) for t in sr.test], "device": device.type}
+
+    def pruned_rows() -> torch.Tensor:
+        return pruned_subset(sr_patch_difficulty(config, real, device, progress), count, sr.prune_drop)
+
+    choices = {"full": lambda: real, "random": lambda: real[torch.randperm(len(real), generator=torch.Generator().manual_seed(config.seed))[:count]],
+               "pruned": lambda: real[pruned_rows()]}
     started = time.perf_counter()
     results: dict[str, dict] = {}
-    for name, hr in sets.items():
+    patches_used: dict[str, int] = {}
+    reused: list[str] = []
+    for name in ["distilled"] + [b for b in sr.baselines if b in choices]:
+        key = json.dumps({"set": name, "count": len(real) if name == "full" else count, "prune_drop": sr.prune_drop if name == "pruned" else None,
+                          **protocol}, sort_keys=True)
+        if name != "distilled" and (saved := baselines.get(key)) is not None:
+            results[name], patches_used[name] = saved["results"], saved["patches"]
+            reused.append(name)
+            continue
+        hr = distilled.images if name == "distilled" else choices[name]()
         lr = make_lr_patches(hr, sr.scale)
+        per_test: dict[str, dict] = {}
         for run in range(sr.runs):
             model = train_sr(lr, hr, sr, config.seed * 1000 + run, device, progress=progress)
             for test_name, images in tests.items():
                 scores = evaluate_sr(model, images, sr.scale, device)
-                entry = results.setdefault(name, {}).setdefault(test_name, {"psnr": [], "ssim": []})
+                entry = per_test.setdefault(test_name, {"psnr": [], "ssim": []})
                 entry["psnr"].append(scores["psnr"])
                 entry["ssim"].append(scores["ssim"])
+        results[name], patches_used[name] = per_test, len(hr)
+        if name != "distilled":
+            baselines.put(key, {"results": per_test, "patches": len(hr)})
     if "bicubic" in sr.baselines:
         results["bicubic"] = {name: {k: [v] for k, v in evaluate_sr("bicubic", images, sr.scale).items() if k != "images"}
                               for name, images in tests.items()}
     report = {
-        "task": "sr", "scale": sr.scale, "net": sr.net, "patches": {name: len(hr) for name, hr in sets.items()},
+        "task": "sr", "scale": sr.scale, "net": sr.net, "patches": patches_used,
         "budget": count / len(real),
         "protocol": {"iterations": sr.iterations, "batch_size": sr.batch_size, "lr": sr.lr, "loss": "L1",
                      "optimizer": "Adam", "augment": "flips, 90-degree rotations" if sr.augment else "none",
                      "patch_size": sr.patch_size, "runs": sr.runs, "device": str(device),
                      "metrics": "PSNR/SSIM on Y (BT.601), border = scale, LR by PIL bicubic"},
-        "minutes": round((time.perf_counter() - started) / 60, 2),
+        "minutes": round((time.perf_counter() - started) / 60, 2), "reused_baselines": reused,
         "results": {name: {test: summarize_sr(values) for test, values in per_test.items()} for name, per_test in results.items()},
     }
     atomic_write_text(path.parent / "report.json", json.dumps(report, indent=2))

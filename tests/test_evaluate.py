@@ -13,6 +13,7 @@ from latentdistill.config import AugmentConfig, EvaluateConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.classification import (
+    BaselineCache,
     accuracy,
     random_real_subset,
     summarize,
@@ -180,3 +181,17 @@ def test_unknown_evaluation_network_is_refused_before_training(tiny_distilled, c
 
     assert main(["--no-progress", "evaluate", str(tiny_distilled), "--nets", "convnet,resnet50"]) == 2
     assert "evaluate.nets" in capsys.readouterr().err
+
+
+def test_baseline_caches_sharing_a_file_keep_each_others_entries(tmp_path):
+    """Evaluations running at once each hold the file as it was when they started; none may drop what
+    another wrote meanwhile."""
+    path = tmp_path / "baselines.json"
+    first, second = BaselineCache(path), BaselineCache(path)
+    first.put("a", {"accuracy": 1})
+    second.put("b", {"accuracy": 2})
+    first.put("c", {"accuracy": 3})
+    assert json.loads(path.read_text()) == {"a": {"accuracy": 1}, "b": {"accuracy": 2}, "c": {"accuracy": 3}}
+    path.write_text("{not json")
+    BaselineCache(path).put("d", {"accuracy": 4})  # a damaged file only costs the entries it held
+    assert json.loads(path.read_text()) == {"d": {"accuracy": 4}}

@@ -129,6 +129,11 @@ class BaselineCache:
     def put(self, key: str, value: dict) -> None:
         self.entries[key] = value
         if self.path is not None:
+            if self.path.is_file():  # keep what other evaluations added since this one started
+                try:
+                    self.entries = {**json.loads(self.path.read_text()), **self.entries}
+                except ValueError:
+                    pass
             atomic_write_text(self.path, json.dumps(self.entries, indent=1))
 
 
