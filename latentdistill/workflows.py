@@ -69,13 +69,16 @@ class PreparedData:
         return self.train.classes
 
 
+def _cache_root() -> Path:
+    return Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
+
+
 def cache_directory(config: RunConfig) -> Path:
     if config.cache.dir:
         return Path(config.cache.dir)
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{Path(config.autoencoder.name_or_path).name}-{config.autoencoder.subfolder or ''}").strip("-")
     dataset = Path(config.data.root).resolve().name
-    root = Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
-    return root / f"{dataset}-{config.data.resolution}px-{tag}"
+    return _cache_root() / f"{dataset}-{config.data.resolution}px-{tag}"
 
 
 def prepare_data(config: RunConfig, autoencoder=None, progress: bool = True) -> PreparedData:
@@ -270,7 +273,7 @@ class SRData:
 
 
 def _sr_cache_root(config: RunConfig) -> Path:
-    return Path(config.cache.dir) if config.cache.dir else Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
+    return Path(config.cache.dir) if config.cache.dir else _cache_root()
 
 
 def _sr_fingerprint(config: RunConfig) -> str:

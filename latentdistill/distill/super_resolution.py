@@ -91,20 +91,21 @@ def distill_sr(
     autoencoder: nn.Module,
     run_dir: Path,
     device: torch.device,
-    total: int | None = None,
+    total: int,
     resume: bool = False,
     progress: bool = True,
 ) -> SyntheticSet:
-    """Optimise ``total`` synthetic HR patch latents (default ``sr.budget`` of ``patches``) so that SR
-    networks see in them what they see in the real patches; returns the final set (also in the checkpoint)."""
+    """Optimise ``total`` synthetic HR patch latents (``sr.budget`` of all training patches; ``patches`` may
+    be a smaller pool) so that SR networks see in them what they see in the real patches; returns the
+    final set (also in the checkpoint)."""
     settings, sr = config.distill, config.sr
     if settings.objective not in SR_OBJECTIVES:
         raise LatentDistillError(f"config key 'distill.objective': objective '{settings.objective}' has no SR form (task sr: {', '.join(SR_OBJECTIVES)})")
     objective = SR_OBJECTIVES[settings.objective]()
     classes = int(pseudo_labels.max()) + 1
-    total = max(classes, round(sr.budget * len(patches)) if total is None else total)
+    total = max(classes, total)
     if total > len(patches):
-        raise LatentDistillError(f"config key 'sr.pool': the pool holds {len(patches)} patches, fewer than the {total} to distil")
+        raise LatentDistillError(f"the pool holds {len(patches)} patches, fewer than the {total} to distil (config keys 'sr.pool', 'sr.budget')")
     checkpoint_path = run_dir / CHECKPOINT_FILE
     resolved = config_to_dict(config)
     if checkpoint_path.exists() and not resume:
