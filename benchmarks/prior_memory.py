@@ -107,9 +107,9 @@ def dit_xl_parts(args, device: torch.device):
     """DiT-XL/2-256 and the SD VAE as the hub ships them (configs only; random weights, built on the device)."""
     from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 
-    from latentdistill.autoencoders import KLAutoencoder
-    from latentdistill.priors import DiffusionPrior
+    from latentdistill.autoencoders.diffusers_models import KLAutoencoder
     from latentdistill.priors.denoisers import DiTDenoiser
+    from latentdistill.priors.diffusion import DiffusionPrior
 
     torch.manual_seed(0)
     with device:

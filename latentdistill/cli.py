@@ -1,16 +1,33 @@
-"""``latentdistill <verb>``: each verb is a thin call into ``latentdistill.workflows``.
+"""``latentdistill <verb>``: each verb parses its arguments and makes one call into ``latentdistill.workflows``.
 
 Errors caused by input (files, weights, config keys) print as one line, ``error: ...``, exit code 2.
+SIGINT and SIGTERM stop a verb cleanly (exit 130 and 143), keeping what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import signal
 import sys
 
 from latentdistill import __version__
 from latentdistill.errors import LatentDistillError
+
+# What an interrupted verb keeps, and how to continue.
+INTERRUPTED = {
+    "distill": "the last checkpoint is kept; run the same command with --resume to continue",
+    "run": "the last checkpoint is kept; run the same command with --resume to continue",
+    "train-prior": "the last checkpoint is kept; run the same command with --resume to continue",
+    "encode": "finished cache shards are kept; run the same command again to continue encoding",
+    "buffer": "finished experts and the current expert's last epoch are kept; run the same command again to continue",
+    "evaluate": "nothing was written; run the evaluation again",
+}
+SINGLE_PROCESS_VERBS = ("encode", "buffer", "train-prior", "sr-train", "sr-eval", "info")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -23,34 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--version", action="version", version=f"latentdistill {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
+    skip_bad = "count and list unreadable images instead of stopping"
+    resume = "continue the run in output_dir from its checkpoint"
 
-    encode = verbs.add_parser("encode", help="encode a dataset into the latent cache")
-    _add_config_arguments(encode)
-    encode.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
-
-    distill = verbs.add_parser("distill", help="distill a synthetic set and export it")
-    _add_config_arguments(distill)
-    distill.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
-    distill.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
+    for name, text in (("encode", "encode a dataset into the latent cache"),
+                       ("buffer", "train expert trajectories on the real data for objective mtt")):
+        verb = verbs.add_parser(name, help=text)
+        _add_config_arguments(verb)
+        verb.add_argument("--skip-bad", action="store_true", help=skip_bad)
+    for name, text in (("distill", "distill a synthetic set and export it"), ("run", "distill, then evaluate the result"),
+                       ("train-prior", "train a class-conditional latent diffusion prior on the latent cache")):
+        verb = verbs.add_parser(name, help=text)
+        _add_config_arguments(verb)
+        verb.add_argument("--resume", action="store_true", help=resume)
+        verb.add_argument("--skip-bad", action="store_true", help=skip_bad)
 
     evaluate = verbs.add_parser("evaluate", help="train fresh networks on a distilled file and test them")
-    evaluate.add_argument("file", help="a distilled .safetensors file")
+    evaluate.add_argument("file", help="a distilled .safetensors file (only read)")
     evaluate.add_argument("--nets", help="comma-separated networks, one row each, e.g. convnet,alexnet,vgg11,resnet18,vit")
     _add_config_arguments(evaluate, required=False)
-
-    buffer = verbs.add_parser("buffer", help="train expert trajectories on the real data for objective mtt")
-    _add_config_arguments(buffer)
-    buffer.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
-
-    run = verbs.add_parser("run", help="distill, then evaluate the result")
-    _add_config_arguments(run)
-    run.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
-    run.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
-
-    train_prior = verbs.add_parser("train-prior", help="train a class-conditional latent diffusion prior on the latent cache")
-    _add_config_arguments(train_prior)
-    train_prior.add_argument("--resume", action="store_true", help="continue the training in output_dir from its checkpoint")
-    train_prior.add_argument("--skip-bad", action="store_true", help="count and list unreadable images instead of stopping")
 
     sr_train = verbs.add_parser("sr-train", help="train an SR network (sr.net) on the sr.train folders or on a distilled SR file")
     _add_config_arguments(sr_train)
@@ -66,35 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def describe(path: str) -> str:
-    from latentdistill.export import read_distilled
-
-    distilled = read_distilled(path)
-    lines = [f"file: {path}", "tensors:"]
-    for name in ("latents", "labels", "images", "embeddings"):
-        tensor = getattr(distilled, name)
-        if tensor is not None:
-            lines.append(f"  {name}: {tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}")
-    lines.append("metadata:")
-    for key, value in distilled.metadata.items():
-        text = json.dumps(value)
-        if key == "config" and len(text) > 200:
-            text = text[:200] + " ..."
-        lines.append(f"  {key}: {text}")
-    return "\n".join(lines)
-
-
-def report_errors(function, *args, **kwargs) -> int:
-    """Call ``function``; input errors become one ``error: ...`` line on stderr and exit code 2."""
+def report_errors(function, *args, verb: str | None = None, **kwargs) -> int:
+    """Call ``function``; input errors become one ``error: ...`` line on stderr and exit code 2; SIGINT and
+    SIGTERM say what was kept (exit 130, 143); a closed stdout (``| head``) ends quietly."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if _in_main_thread() else None
     try:
         function(*args, **kwargs)
         return 0
     except LatentDistillError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: completed work is kept; distill with --resume to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        kept = INTERRUPTED.get(verb or "", "")
+        print(f"interrupted{': ' + kept if kept else ''}", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,56 +115,63 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return report_errors(_run_verb, args)
+    return report_errors(_run_verb, args, verb=args.verb)
 
 
 def _run_verb(args: argparse.Namespace) -> None:
+    import json
+
     from latentdistill import workflows
     from latentdistill.config import load_config
+    from latentdistill.launch import launched_processes, output_dir_given, refuse_multi_process
+    from latentdistill.run_folder import RunFolder
 
     progress = not args.no_progress
+    if args.verb in SINGLE_PROCESS_VERBS:
+        refuse_multi_process(args.verb)
     if args.verb == "info":
-        print(describe(args.file))
+        from latentdistill.export import describe_distilled
+
+        print(describe_distilled(args.file), flush=True)
         return
     if args.verb == "sr-eval":
         result = workflows.run_sr_eval(args.model, args.scale, args.folder)
         print(json.dumps({"model": args.model, "scale": args.scale, "folder": args.folder, **result}))
         return
-    if args.verb == "evaluate":
-        overrides = list(args.overrides) + ([f"evaluate.nets=[{args.nets}]"] if args.nets else [])
-        workflows.run_evaluate(args.file, args.config, overrides, progress=progress)
-        return
     overrides = list(args.overrides) + (["data.skip_bad=true"] if getattr(args, "skip_bad", False) else [])
+    if args.verb == "evaluate":
+        overrides += [f"evaluate.nets=[{args.nets}]"] if args.nets else []
+        config = load_config(args.config, overrides)
+        processes = launched_processes(config)
+        folder = workflows.evaluation_folder(_path(args.file), config, output_dir_given(args.config, overrides))
+        workflows.run_evaluate(args.file, config, folder, processes, progress=progress)
+        return
     config = load_config(args.config, overrides)
     if args.verb == "encode":
-        data = workflows.run_encode(config, progress=progress)
-        print(f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
-              f"{data.test.directory} ({len(data.test.labels)} test images)")
-        return
-    if args.verb == "sr-train":
-        output = workflows.run_sr_train(config, args.source, progress=progress)
-        print(f"SR model: {output}")
-        return
-    if config.task == "sr" and args.verb in ("distill", "run"):
-        output = workflows.run_sr_distill(config, resume=args.resume, progress=progress)
-        print(f"distilled SR set: {output}")
-        if args.verb == "run":
-            workflows.run_evaluate(output, progress=progress)
-        return
-    if args.verb == "buffer":
+        from latentdistill.tasks import build_task
+
+        print(build_task(config).summary(workflows.run_encode(config, progress=progress)))
+    elif args.verb == "sr-train":
+        print(f"SR model: {workflows.run_sr_train(config, args.source, progress=progress)}")
+    elif args.verb == "buffer":
         folder = workflows.run_buffer(config, progress=progress)
         print(f"expert buffer: {folder} (use it with distill.objective=mtt buffer.dir={folder})")
-        return
-    if args.verb == "train-prior":
+    elif args.verb == "train-prior":
         folder = workflows.run_train_prior(config, resume=args.resume, progress=progress)
         print(f"trained prior: {folder} (use it with prior.name=diffusion prior.denoiser={folder})")
-        return
-    from accelerate import Accelerator
+    else:  # distill, run
+        processes = launched_processes(config)
+        output = workflows.run_distill(config, resume=args.resume, processes=processes, progress=progress)
+        if processes.is_main:
+            print(f"distilled set: {output}", flush=True)
+        if args.verb == "run":
+            workflows.run_evaluate(output, config, RunFolder(config.output_dir), processes, progress=progress)
 
-    output = workflows.run_distill(config, resume=args.resume, accelerator=Accelerator(cpu=config.device == "cpu"), progress=progress)
-    print(f"distilled set: {output}")
-    if args.verb == "run":
-        workflows.run_evaluate(output, progress=progress)
+
+def _path(text: str):
+    from pathlib import Path
+
+    return Path(text)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Run configs: typed dataclasses, loaded from YAML, overridden with ``key=value``.
 
 A config is data. Every run writes its resolved config next to its results, so a run folder says
-exactly what produced it. Unknown keys and values of the wrong type are refused with the dotted key
-named, because a typo that silently falls back to a default wastes hours of compute.
+exactly what produced it. Unknown keys, values of the wrong type and values no run can mean (NaN or
+infinity, a learning rate of 0 or less, a momentum of 1, a zero std) are refused with the dotted key
+named, because a typo that silently falls back to a default, or runs into NaN, wastes hours of compute.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import re
 import types
 import typing
@@ -24,22 +26,44 @@ from latentdistill.errors import LatentDistillError
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 # Lower bounds of keys whose bad values would otherwise fail deep inside the data pipeline.
 _MINIMUM = {
-    "data.resolution": 1, "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1,
+    "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1,
     "distill.ipc": 1, "distill.iterations": 0, "distill.real_batch": 1, "distill.outer_loop": 0,
     "distill.inner_loop": 0, "distill.syn_steps": 1, "distill.expert_epochs": 1, "distill.max_start_epoch": 0,
     "distill.syn_batch": 0, "distill.syn_steps_per_checkpoint": 0, "buffer.experts": 1, "buffer.epochs": 1, "buffer.batch_size": 1, "distill.net_width": 0, "distill.net_depth": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
     "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.full_epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
     "prior.steps": 1, "prior.t_start": 0, "distill.decode_chunk": 0, "prior.steps_per_checkpoint": 0, "distill.embedding_lr": 0.0,
-    "sr.patch_size": 8, "sr.stride": 1, "sr.budget": 0.0, "sr.pseudo_classes": 1, "sr.synthetic_batch": 1,
-    "sr.iterations": 1, "sr.batch_size": 1, "sr.runs": 1, "sr.prune_drop": 0.0, "sr.pool": 0.0,
+    "sr.patch_size": 8, "sr.stride": 1, "sr.pseudo_classes": 1, "sr.synthetic_batch": 1,
+    "sr.iterations": 1, "sr.batch_size": 1, "sr.runs": 1,
     "train_prior.width": 1, "train_prior.depth": 1, "train_prior.heads": 1, "train_prior.patch_size": 1,
     "train_prior.steps": 0, "train_prior.batch_size": 1, "train_prior.checkpoint_every": 1,
-    "train_prior.train_timesteps": 2, "train_prior.class_dropout": 0.0, "train_prior.ema_decay": 0.0,
+    "train_prior.train_timesteps": 2,
+    "buffer.weight_decay": 0.0, "evaluate.weight_decay": 0.0, "train_prior.weight_decay": 0.0,
 }
+# Ranges, as (low, high, low_inclusive, high_inclusive) with None for an open end: a learning rate of 0 or
+# less, a momentum of 1 or more, a zero std or a fraction outside (0, 1] runs (or crashes) into garbage.
+# A list key's rule holds for each of its items. Every _MINIMUM is the range [minimum, inf).
+_POSITIVE = (0, None, False, False)
+_FRACTION_BELOW_ONE = (0, 1, True, False)  # [0, 1)
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    **{key: (low, None, True, False) for key, low in _MINIMUM.items()},
+    "data.resolution": (8, 4096, True, True), "data.std": _POSITIVE,
+    "distill.lr": _POSITIVE, "distill.inner_lr": _POSITIVE, "distill.syn_lr": _POSITIVE, "distill.syn_lr_lr": _POSITIVE,
+    "buffer.lr": _POSITIVE, "evaluate.lr": _POSITIVE, "sr.lr": _POSITIVE, "train_prior.lr": _POSITIVE,
+    "distill.momentum": _FRACTION_BELOW_ONE, "buffer.momentum": _FRACTION_BELOW_ONE,
+    "evaluate.momentum": _FRACTION_BELOW_ONE,
+    "sr.budget": (0, 1, False, True), "sr.pool": (0, 1, False, True), "sr.prune_drop": _FRACTION_BELOW_ONE,
+    "train_prior.ema_decay": _FRACTION_BELOW_ONE, "train_prior.class_dropout": _FRACTION_BELOW_ONE,
+}
+# Lists of a fixed length (one entry per RGB channel).
+_LENGTHS = {"data.mean": 3, "data.std": 3}
+# Strings that must hold something besides whitespace: an empty output_dir writes into the working folder.
+_NON_EMPTY = ("output_dir", "device")
 # Keys with a fixed set of values, checked when set (the registries check names like nets and priors).
-_CHOICES = {"precision": ("fp32", "bf16"), "autoencoder.kind": ("auto", "taesd", "kl", "tiny"),
+# Names of registered parts (task, autoencoder.kind, prior.name, networks, objectives) are checked by their
+# registries, which user code can extend (config key `imports`).
+_CHOICES = {"precision": ("fp32", "bf16"),
             "distill.optimizer": ("sgd", "adam"), "prior.kind": ("auto", "dit", "unet", "sd"),
-            "prior.residual": ("mean", "x0", "none"), "task": ("classification", "sr"), "sr.scale": (2, 3, 4), "train_prior.architecture": ("dit", "unet"),
+            "prior.residual": ("mean", "x0", "none"), "sr.scale": (2, 3, 4), "train_prior.architecture": ("dit", "unet"),
             "train_prior.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2")}
 
 
@@ -254,6 +278,8 @@ class TrainPriorConfig:
 @dataclass
 class RunConfig:
     output_dir: str = "outputs/run"
+    # Modules to import before the run is built: your own registered networks, objectives, priors or tasks.
+    imports: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # Torch threads on the CPU; 0 leaves torch's default.
@@ -272,6 +298,45 @@ class RunConfig:
     train_prior: TrainPriorConfig = field(default_factory=TrainPriorConfig)
     task: str = "classification"  # classification | sr
     sr: SuperResolutionConfig = field(default_factory=SuperResolutionConfig)
+
+
+def _to_float(value: Any) -> float:
+    """``float(value)``, with an integer too large for a float read as infinity (refused as not finite)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _check_range(value: Any, key: str) -> None:
+    """Refuse a value outside ``_RANGES[key]`` (each item, for a list), naming the key and the bound."""
+    low, high, low_inclusive, high_inclusive = _RANGES[key]
+    items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+    for index, item in items:
+        name = key if index is None else f"{key}[{index}]"
+        if high is not None and low is not None:
+            interval = f" (range {'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'})"
+        else:
+            interval = ""
+        if low is not None and (item < low or (item == low and not low_inclusive)):
+            bound = f"at least {low}" if low_inclusive else f"greater than {low}"
+        elif high is not None and (item > high or (item == high and not high_inclusive)):
+            bound = f"at most {high}" if high_inclusive else f"less than {high}"
+        else:
+            continue
+        raise LatentDistillError(f"config key '{name}' must be {bound}{interval}, got {item}")
+
+
+def _check_value(value: Any, key: str) -> None:
+    """The checks beyond the type: lengths, ranges, fixed choices and non-empty strings."""
+    if key in _LENGTHS and len(value) != _LENGTHS[key]:
+        raise LatentDistillError(f"config key '{key}' expects a list of {_LENGTHS[key]} numbers, got {len(value)}: {value!r}")
+    if key in _RANGES and value is not None:
+        _check_range(value, key)
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise LatentDistillError(f"config key '{key}' must be one of {' | '.join(map(str, _CHOICES[key]))}, got {value!r}")
+    if key in _NON_EMPTY and not value.strip():
+        raise LatentDistillError(f"config key '{key}' must not be empty, got {value!r}")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -305,10 +370,15 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise LatentDistillError(f"config key '{key}' expects an integer, got {value!r}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
-            return float(value)
-        raise LatentDistillError(f"config key '{key}' expects a number, got {value!r}")
+            number = _to_float(value)
+        elif isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+            number = _to_float(value)
+        else:
+            raise LatentDistillError(f"config key '{key}' expects a number, got {value!r}")
+        # YAML's .nan and .inf (and 1e999) are floats, but no setting means them: they only make NaN results.
+        if not math.isfinite(number):
+            raise LatentDistillError(f"config key '{key}' must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -334,10 +404,7 @@ def _update(target: Any, values: dict, prefix: str = "") -> None:
             _update(current, value, key + ".")
         else:
             value = _coerce(value, hints[name], key)
-            if key in _MINIMUM and value < _MINIMUM[key]:
-                raise LatentDistillError(f"config key '{key}' must be at least {_MINIMUM[key]}, got {value}")
-            if key in _CHOICES and value not in _CHOICES[key]:
-                raise LatentDistillError(f"config key '{key}' must be one of {' | '.join(_CHOICES[key])}, got {value!r}")
+            _check_value(value, key)
             setattr(target, name, value)
 
 

@@ -59,7 +59,10 @@ class DistilledSet:
 
 
 def write_distilled(path: str | Path, distilled: DistilledSet) -> None:
-    """Validate and write atomically: a crash leaves the previous file (or none), never half of one."""
+    """Validate and write atomically: a crash leaves the previous file (or none), never half of one.
+
+    The checks are those of ``read_distilled``, so a set with NaN latents (a run that diverged) or metadata
+    that no reader understands is refused here and nothing is written."""
     _validate(distilled, Path(path))
     tensors = {"latents": distilled.latents.detach().cpu().float().contiguous(), "labels": distilled.labels.cpu().long()}
     if distilled.images is not None:
@@ -71,8 +74,14 @@ def write_distilled(path: str | Path, distilled: DistilledSet) -> None:
 
 
 def read_distilled(path: str | Path) -> DistilledSet:
-    """Read and validate a distilled file; every problem is a one-line error naming the file."""
+    """Read and validate a distilled file; every problem is a one-line error naming the file.
+
+    Latents and embeddings of another float type are read as float32 and int32 labels as int64, the types
+    ``write_distilled`` writes; labels of any other type (int8, uint8, bool, float) are refused, since a
+    narrow or float type in a label tensor means a file that some other tool wrote, not one to guess at."""
     path = Path(path)
+    if path.is_dir():
+        raise LatentDistillError(f"{path} is a directory, not a distilled file")
     if not path.is_file():
         raise LatentDistillError(f"distilled file not found: {path}")
     try:
@@ -89,10 +98,16 @@ def read_distilled(path: str | Path) -> DistilledSet:
     if missing or "latents" not in tensors or "labels" not in tensors:
         what = f"metadata key '{missing[0]}'" if missing else "tensor 'latents' or 'labels'"
         raise LatentDistillError(f"{path} is not a latentdistill distilled file (missing {what})")
+    _validate_metadata(metadata, path)
     if metadata["format_version"] != FORMAT_VERSION:
         raise LatentDistillError(
             f"{path} has format version {metadata['format_version']}; this latentdistill reads version {FORMAT_VERSION}"
         )
+    for name in ("latents", "embeddings"):
+        if name in tensors and tensors[name].is_floating_point() and tensors[name].dtype != torch.float32:
+            tensors[name] = tensors[name].float()
+    if tensors["labels"].dtype == torch.int32:
+        tensors["labels"] = tensors["labels"].long()
     distilled = DistilledSet(
         tensors["latents"], tensors["labels"], tensors.get("images"), tensors.get("embeddings"), metadata
     )
@@ -100,25 +115,101 @@ def read_distilled(path: str | Path) -> DistilledSet:
     return distilled
 
 
+def describe_distilled(path: str | Path) -> str:
+    """The text ``latentdistill info`` prints: the file, each tensor's shape and dtype, and the metadata.
+
+    The file is read (and so validated) first; a long resolved config is cut at 200 characters. The
+    metadata comes back from safetensors in no fixed order, so it is listed in one: the required keys
+    first, then the others alphabetically."""
+    distilled = read_distilled(path)
+    lines = [f"file: {path}", "tensors:"]
+    for name in ("latents", "labels", "images", "embeddings"):
+        tensor = getattr(distilled, name)
+        if tensor is not None:
+            lines.append(f"  {name}: {tuple(tensor.shape)} {_dtype_name(tensor)}")
+    lines.append("metadata:")
+    metadata = distilled.metadata
+    for key in [*REQUIRED_METADATA, *sorted(key for key in metadata if key not in REQUIRED_METADATA)]:
+        text = json.dumps(metadata[key])
+        if key == "config" and len(text) > 200:
+            text = text[:200] + " ..."
+        # A key is any string in safetensors; one with a line break or control character is shown quoted.
+        lines.append(f"  {key if key.isprintable() else json.dumps(key)}: {text}")
+    return "\n".join(lines)
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).replace("torch.", "")
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return f"{_dtype_name(tensor)} {tuple(tensor.shape)}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_names(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# The metadata keys this package writes or reads, and the JSON type each must have: a file whose
+# ``classes`` is a dict or whose ``format_version`` is "1" is refused at read, not met later by a TypeError.
+_METADATA_TYPES = {
+    "format_version": (_is_int, "an integer"),
+    "task": (lambda value: isinstance(value, str), "a string"),
+    "classes": (_is_names, "a list of class names (strings)"),
+    "dataset": (lambda value: isinstance(value, str) or _is_names(value), "a name or a list of names (strings)"),
+    "ipc": (_is_int, "an integer"),
+    "seed": (_is_int, "an integer"),
+    **{key: (lambda value: isinstance(value, dict), "a JSON object")
+       for key in ("autoencoder", "prior", "config", "versions", "learned", "evaluation")},
+}
+
+
+def _validate_metadata(metadata: dict, path: Path) -> None:
+    for key, (check, expected) in _METADATA_TYPES.items():
+        if key in metadata and not check(metadata[key]):
+            got = json.dumps(metadata[key])
+            got = got if len(got) <= 60 else got[:60] + " ..."
+            raise LatentDistillError(f"{path}: metadata key '{key}' must be {expected}, got {got}")
+
+
 def _validate(distilled: DistilledSet, path: Path) -> None:
-    n = len(distilled.latents)
-    if distilled.latents.dim() != 4 or not distilled.latents.is_floating_point():
-        raise LatentDistillError(f"{path}: 'latents' must be a float (N, C, h, w) tensor, got {tuple(distilled.latents.shape)}")
-    if distilled.labels.shape != (n,) or distilled.labels.is_floating_point():
-        raise LatentDistillError(f"{path}: 'labels' must be an integer ({n},) tensor, got {tuple(distilled.labels.shape)}")
-    if distilled.images is not None:
-        images = distilled.images
-        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[0] != n or images.shape[1] != 3:
-            raise LatentDistillError(f"{path}: 'images' must be uint8 ({n}, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-    embeddings = distilled.embeddings
-    if embeddings is not None and (not embeddings.is_floating_point() or embeddings.dim() < 2 or embeddings.shape[0] != n):
-        raise LatentDistillError(f"{path}: 'embeddings' must be a float ({n}, ...) tensor, one row per image, got {tuple(embeddings.shape)}")
-    task = distilled.metadata.get("task")
+    """The checks shared by read and write; each names the tensor or metadata key, its dtype and shape."""
+    latents, labels, images, embeddings = distilled.latents, distilled.labels, distilled.images, distilled.embeddings
+    if latents.dim() != 4 or not latents.is_floating_point():
+        raise LatentDistillError(f"{path}: 'latents' must be a float (N, C, h, w) tensor, got {_shape(latents)}")
+    n = len(latents)
+    if n == 0:
+        raise LatentDistillError(f"{path} holds no images ('latents' is {_shape(latents)})")
+    if 0 in latents.shape:
+        raise LatentDistillError(f"{path}: 'latents' must be a float (N, C, h, w) tensor with no empty dimension, got {_shape(latents)}")
+    if labels.shape != (n,) or labels.dtype not in (torch.int64, torch.int32):
+        raise LatentDistillError(f"{path}: 'labels' must be an int64 ({n},) tensor, one per latent, got {_shape(labels)}")
+    if images is not None and (images.dtype != torch.uint8 or images.dim() != 4 or images.shape[0] != n
+                               or images.shape[1] != 3 or 0 in images.shape):
+        raise LatentDistillError(f"{path}: 'images' must be uint8 ({n}, 3, H, W) with H, W > 0, got {_shape(images)}")
+    if embeddings is not None and (not embeddings.is_floating_point() or embeddings.dim() < 2
+                                   or embeddings.shape[0] != n or 0 in embeddings.shape):
+        raise LatentDistillError(f"{path}: 'embeddings' must be a float ({n}, ...) tensor, one row per image, got {_shape(embeddings)}")
+    for name, tensor in (("latents", latents), ("embeddings", embeddings)):
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            raise LatentDistillError(f"{path}: '{name}' holds non-finite values (NaN or infinity)")
+    missing = [key for key in REQUIRED_METADATA if key not in distilled.metadata]
+    if missing:
+        raise LatentDistillError(f"{path}: metadata key '{missing[0]}' is missing")
+    _validate_metadata(distilled.metadata, path)
+    task = distilled.metadata["task"]
     if task not in TASKS:
         raise LatentDistillError(f"{path}: unknown task '{task}' (known: {', '.join(TASKS)})")
-    classes = distilled.metadata.get("classes", [])
-    if task == "classification" and n and (int(distilled.labels.min()) < 0 or int(distilled.labels.max()) >= len(classes)):
+    classes = distilled.metadata["classes"]
+    low, high = int(labels.min()), int(labels.max())
+    if task == "classification" and (low < 0 or high >= len(classes)):
         raise LatentDistillError(f"{path}: labels fall outside the {len(classes)} classes named in the metadata")
+    if low < 0:  # task sr: pseudo-classes, which count from 0 all the same
+        raise LatentDistillError(f"{path}: labels must not be negative, got {low}")
 
 
 class DistilledDataset(Dataset):

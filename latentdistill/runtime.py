@@ -49,3 +49,34 @@ class Normalize(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
+
+
+class Processes:
+    """The processes of one launch (``accelerate launch`` / ``torchrun``), or just this one: who is the
+    main process, which share of the classes is this process's, and the sums across processes."""
+
+    def __init__(self, accelerator=None):
+        self.accelerator = accelerator
+
+    @property
+    def count(self) -> int:
+        return 1 if self.accelerator is None else self.accelerator.num_processes
+
+    @property
+    def index(self) -> int:
+        return 0 if self.accelerator is None else self.accelerator.process_index
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.count == 1 else self.accelerator.reduce(tensor, reduction="sum")
+
+    def wait(self) -> None:
+        if self.count > 1:
+            self.accelerator.wait_for_everyone()
+
+    def main_first(self):
+        """The main process runs the block first (e.g. builds a cache), then the others."""
+        return contextlib.nullcontext() if self.accelerator is None else self.accelerator.main_process_first()

@@ -1,24 +1,14 @@
 """Train a latent diffusion prior: ``python pipelines/train_prior.py --config configs/prior_cifar10.yaml [key=value ...]``.
 
 Same library call as ``latentdistill train-prior``; the output folder is what prior ``diffusion`` loads.
+
+The same as `latentdistill train-prior ...` (and `python -m latentdistill train-prior ...`, which also works under
+`accelerate launch -m` / `torchrun -m` with the installed package): this script only forwards its arguments.
 """
 
-import argparse
 import sys
 
-from latentdistill.cli import report_errors
-from latentdistill.config import load_config
-from latentdistill.workflows import run_train_prior
-
-
-def main(args: argparse.Namespace) -> None:
-    folder = run_train_prior(load_config(args.config, args.overrides), resume=args.resume)
-    print(f"trained prior: {folder}")
-
+from latentdistill.cli import main
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("overrides", nargs="*")
-    sys.exit(report_errors(main, parser.parse_args()))
+    sys.exit(main(["train-prior", *sys.argv[1:]]))

@@ -44,14 +44,14 @@ def test_yaml_then_overrides(tmp_path):
 
 
 def test_override_values_are_yaml_scalars():
-    config = load_config(None, ["distill.lr=1", "autoencoder.subfolder=null", "data.std=[0.25, 0.25, 0.25]", "output_dir="])
+    config = load_config(None, ["distill.lr=1", "autoencoder.subfolder=null", "data.std=[0.25, 0.25, 0.25]", "cache.dir="])
     assert config.distill.lr == 1.0 and isinstance(config.distill.lr, float)
     assert config.autoencoder.subfolder is None
     assert config.data.std == [0.25, 0.25, 0.25]
-    assert config.output_dir == ""
+    assert config.cache.dir == ""  # an empty value is the empty string (output_dir refuses it: test_hostile_input)
 
 
-@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5E-4", 5e-4), ("-2.5e+1", -25.0), (".5", 0.5)])
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5E-4", 5e-4), ("+2.5e+1", 25.0), (".5", 0.5)])
 def test_float_overrides_in_exponent_notation(tmp_path, text, value):
     # PyYAML reads `1e-3` (no dot) as a string; a learning rate written that way is still a number.
     assert load_config(None, [f"distill.lr={text}"]).distill.lr == pytest.approx(value)
@@ -125,7 +125,7 @@ def test_out_of_range_values_name_the_key(override):
         config_from_dict(parse_overrides([override]))
 
 
-@pytest.mark.parametrize("override", ["precision=fp16", "autoencoder.kind=vqgan", "distill.optimizer=lbfgs"])
+@pytest.mark.parametrize("override", ["precision=fp16", "distill.optimizer=lbfgs"])
 def test_values_outside_a_fixed_set_name_the_key(override):
     key = override.split("=")[0]
     with pytest.raises(LatentDistillError, match=f"'{key}' must be one of"):

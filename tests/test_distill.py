@@ -24,14 +24,18 @@ from latentdistill.distill.augment import (
     AugmentParams,
     DifferentiableAugment,
 )
-from latentdistill.distill.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from latentdistill.distill.checkpoint import load_checkpoint
 from latentdistill.distill.gradient_matching import GradientMatching, gradient_distance
 from latentdistill.distill.synthetic import initial_synthetic_set
 from latentdistill.errors import LatentDistillError
 from latentdistill.export import read_distilled
+from latentdistill.run_folder import RunFolder
 from latentdistill.runtime import Normalize
+from latentdistill.tasks.classification import CrossEntropy
 
 from helpers import CLASSES, REPO, make_tiny_base, tiny_overrides
+
+CHECKPOINT_FILE = RunFolder.CHECKPOINT
 
 
 @pytest.fixture(scope="module")
@@ -189,12 +193,13 @@ def test_gradient_matching_loss_reaches_latents():
     autoencoder = TinyAutoencoderFamily.random("taesd", seed=0)
     normalize = Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
     net = nets.build("convnet", num_classes=3, resolution=16, width=16)
-    objective = GradientMatching(DifferentiableAugment())
+    objective = GradientMatching(DifferentiableAugment(), CrossEntropy())
     latents = torch.randn(6, 4, 2, 2, requires_grad=True)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     real = {c: normalize(torch.rand(4, 3, 16, 16)) for c in range(3)}
     params = objective.augment.sample(3, torch.Generator().manual_seed(0))
-    loss = objective.loss(net, real, normalize(autoencoder.decode(latents)), labels, params)
+    images = normalize(autoencoder.decode(latents))
+    loss = objective.loss(net, real, {c: images[labels == c] for c in range(3)}, params)
     assert loss.dim() == 0 and torch.isfinite(loss) and float(loss.detach()) > 0
     loss.backward()
     assert latents.grad is not None
@@ -216,7 +221,7 @@ def test_run_distill_optimises_the_latents(tiny_run):
     assert all(np.isfinite(entry["loss"]) and entry["loss"] > 0 for entry in log)
 
     distilled = read_distilled(output)
-    data = workflows.prepare_data(config, progress=False)
+    data = workflows.run_encode(config, progress=False)
     start = initial_synthetic_set(data.train.latents, data.train.labels, data.train_rows, 3, config.distill.ipc,
                                   config.distill.init, config.seed)
     assert distilled.latents.shape == start.latents.shape == (3, 4, 2, 2)
@@ -265,7 +270,7 @@ def test_resume_with_changed_distill_section_is_refused(tiny_run, copied_checkpo
     _, output = tiny_run
     run_dir, before = copied_checkpoint
     changed = load_config(None, tiny_overrides(tiny_base, run_dir, lr=0.05))
-    with pytest.raises(LatentDistillError, match="'distill' differs"):
+    with pytest.raises(LatentDistillError, match=r"config key 'distill.lr' \(0.1 in the saved run, 0.05 now\) differs"):
         workflows.run_distill(changed, resume=True, progress=False)
     assert (run_dir / CHECKPOINT_FILE).read_bytes() == before
     # The unchanged config resumes: the checkpoint is complete, so the export is the same set.
@@ -274,8 +279,18 @@ def test_resume_with_changed_distill_section_is_refused(tiny_run, copied_checkpo
     assert torch.equal(read_distilled(resumed).latents, read_distilled(output).latents)
 
 
-def test_resume_may_extend_a_finished_run(copied_checkpoint, tiny_base, tmp_path):
-    """More iterations on resume continue the same trajectory as one longer run."""
+def test_resume_never_rewrites_a_finished_run(tiny_run, tiny_base, snapshot):
+    config, _ = tiny_run
+    before = snapshot(Path(config.output_dir))
+    longer = load_config(None, tiny_overrides(tiny_base, Path(config.output_dir), iterations=6))
+    with pytest.raises(LatentDistillError, match="holds a finished run .*--resume never rewrites it"):
+        workflows.run_distill(longer, resume=True, progress=False)
+    assert snapshot(Path(config.output_dir)) == before
+
+
+def test_resume_may_extend_a_copied_checkpoint(copied_checkpoint, tiny_base, tmp_path):
+    """More iterations on resume (from a finished run's checkpoint copied into a new folder) continue the
+    same trajectory as one longer run."""
     run_dir, _ = copied_checkpoint
     extended = workflows.run_distill(load_config(None, tiny_overrides(tiny_base, run_dir, iterations=6)), resume=True, progress=False)
     longer = workflows.run_distill(load_config(None, tiny_overrides(tiny_base, tmp_path / "longer", iterations=6)), progress=False)
@@ -375,7 +390,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     assert torch.equal(again.images, full.images)
     # and the run really moved the latents, so the comparison is not between two untouched starts
     run_config = load_config(config_path, [f"output_dir={full_dir}"])
-    data = workflows.prepare_data(run_config, progress=False)
+    data = workflows.run_encode(run_config, progress=False)
     start = initial_synthetic_set(data.train.latents, data.train.labels, data.train_rows, 3, 2, "random_real", seed=3)
     assert torch.equal(start.labels, full.labels)
     assert not torch.equal(start.latents, full.latents)

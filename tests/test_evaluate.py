@@ -3,6 +3,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers / huggingface_hub read it: tests never touch the network
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,12 +41,26 @@ def colour_images(per_class: int, seed: int, size: int = RESOLUTION) -> tuple[to
 
 
 @pytest.fixture(scope="module")
-def tiny_distilled(tmp_path_factory):
-    """A tiny distilled file (3 classes, ipc 2, 2 iterations) from a run on the tiny image folder."""
+def tiny_run(tmp_path_factory):
+    """A tiny distilled file (3 classes, ipc 2, 2 iterations) from a run on the tiny image folder, and the
+    overrides of that run's config (which an evaluation must be given: it reads no paths from the file)."""
     base = make_tiny_base(tmp_path_factory.mktemp("evaluate"))
     overrides = [*tiny_overrides(base, base / "run", ipc=2, iterations=2), "evaluate.batch_size=8"]
     output = workflows.run_distill(load_config(None, overrides), progress=False)
-    return output
+    return output, [o for o in overrides if not o.startswith("output_dir=")]
+
+
+@pytest.fixture(scope="module")
+def tiny_distilled(tiny_run):
+    return tiny_run[0]
+
+
+def evaluate(tiny_run, *overrides: str) -> tuple[dict, Path]:
+    """``workflows.run_evaluate`` as the CLI calls it without output_dir: a fresh folder beside the file."""
+    file, run_overrides = tiny_run
+    config = load_config(None, [*run_overrides, *overrides])
+    folder = workflows.evaluation_folder(file, config, output_dir_given=False)
+    return workflows.run_evaluate(file, config, folder, progress=False), folder.report
 
 
 def test_train_classifier_learns_separable_data():
@@ -113,11 +128,14 @@ def test_summarize():
     assert rounded["std"] == round(float(np.std([10.004, 20.126], ddof=1)), 2)
 
 
-def test_run_evaluate_writes_report_and_records_it(tiny_distilled):
-    report = workflows.run_evaluate(tiny_distilled, progress=False)
-    written = json.loads((tiny_distilled.parent / "report.json").read_text())
+def test_run_evaluate_writes_a_report_and_leaves_the_file_alone(tiny_run):
+    file = tiny_run[0]
+    before = file.read_bytes()
+    report, path = evaluate(tiny_run)
+    assert path == file.parent / "evaluation-1" / "report.json"
+    written = json.loads(path.read_text())
     assert written == json.loads(json.dumps(report))
-    for key in ("dataset", "ipc", "protocol", "networks"):
+    for key in ("dataset", "ipc", "protocol", "networks", "distilled_file"):
         assert key in written, key
     assert written["dataset"] == "tinyset"
     assert written["ipc"] == 2
@@ -127,34 +145,36 @@ def test_run_evaluate_writes_report_and_records_it(tiny_distilled):
     for name in ("distilled", "random_real"):
         summary = written["networks"]["convnet"][name]
         assert set(summary) >= {"mean", "std", "runs"}
-        assert len(summary["runs"]) == 1  # evaluate.runs from the run's own config
+        assert len(summary["runs"]) == 1  # evaluate.runs from the given config
         assert all(0.0 <= value <= 100.0 for value in summary["runs"])
         assert summary["mean"] == summary["runs"][0] and summary["std"] == 0.0
         assert len(summary["validation"]["runs"]) == 1
-    recorded = read_distilled(tiny_distilled)
-    assert recorded.metadata["evaluation"] == written
-    # the tensors are untouched by recording the evaluation
-    assert recorded.images is not None and recorded.images.shape == (6, 3, 16, 16)
+    assert file.read_bytes() == before  # the judged file is never rewritten
+    assert (path.parent / "config.yaml").is_file()
+    # a second evaluation takes a new folder: no earlier report is overwritten
+    _, second = evaluate(tiny_run, "evaluate.runs=1")
+    assert second.parent.name != path.parent.name and json.loads(path.read_text()) == written
 
 
-def test_run_evaluate_runs_follow_overrides(tiny_distilled):
-    report = workflows.run_evaluate(tiny_distilled, overrides=["evaluate.runs=2", "evaluate.random_real=false"],
-                                    progress=False)
+def test_run_evaluate_runs_follow_overrides(tiny_run):
+    report, _ = evaluate(tiny_run, "evaluate.runs=2", "evaluate.random_real=false")
     row = report["networks"]["convnet"]
     assert len(row["distilled"]["runs"]) == 2
     assert "random_real" not in row
-    assert read_distilled(tiny_distilled).metadata["evaluation"]["networks"]["convnet"]["distilled"]["runs"] == row["distilled"]["runs"]
     with pytest.raises(LatentDistillError, match="evaluate.runz"):
-        workflows.run_evaluate(tiny_distilled, overrides=["evaluate.runz=2"], progress=False)
+        evaluate(tiny_run, "evaluate.runz=2")
 
 
-def test_cross_architecture_evaluation_with_scores_and_reused_baselines(tiny_distilled, capsys):
+def test_cross_architecture_evaluation_with_scores_and_reused_baselines(tiny_run, capsys, tmp_path):
+    tiny_distilled, run_overrides = tiny_run
     overrides = ["evaluate.runs=2", "evaluate.full_data=true", "evaluate.full_epochs=1", "evaluate.without_augment=true"]
     from latentdistill.cli import main
 
-    assert main(["--no-progress", "evaluate", str(tiny_distilled), "--nets", "convnet,vit", *overrides]) == 0
+    out = tmp_path / "cross"
+    assert main(["--no-progress", "evaluate", str(tiny_distilled), "--nets", "convnet,vit", *run_overrides, *overrides,
+                 f"output_dir={out}"]) == 0
     printed = capsys.readouterr().out
-    report = json.loads((tiny_distilled.parent / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
     assert list(report["networks"]) == ["convnet", "vit"] and report["protocol"]["nets"] == ["convnet", "vit"]
     for net in ("convnet", "vit"):
         row = report["networks"][net]
@@ -170,10 +190,13 @@ def test_cross_architecture_evaluation_with_scores_and_reused_baselines(tiny_dis
     # the baselines were kept beside the latent cache; a second evaluation reuses them exactly
     cache = json.loads(next((tiny_distilled.parents[1] / "cache").rglob("baselines.json")).read_text())
     assert len(cache) >= 2 * 3 * 2  # 2 nets x (random real with/without augmentation, full) x 2 runs
-    again = workflows.run_evaluate(tiny_distilled, overrides=["evaluate.nets=[convnet,vit]", *overrides], progress=False)
+    again, _ = evaluate(tiny_run, "evaluate.nets=[convnet,vit]", *overrides)
     for net in ("convnet", "vit"):
         for name in ("random_real", "full", "random_real_no_augment"):
             assert again["networks"][net][name] == report["networks"][net][name]
+    # an explicit output_dir that already holds a report is refused, and nothing is trained or written
+    assert main(["--no-progress", "evaluate", str(tiny_distilled), *run_overrides, f"output_dir={out}"]) == 2
+    assert "report.json already exists" in capsys.readouterr().err
 
 
 def test_unknown_evaluation_network_is_refused_before_training(tiny_distilled, capsys):

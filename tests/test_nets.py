@@ -10,8 +10,8 @@ ISSUE_NETWORKS = ("convnet_d3", "convnet_d4", "convnet_d5", "convnet_d6", "alexn
                   "resnet18", "resnet18_bn", "vit")
 
 
-CLASSIFIERS = sorted(name for name, task in nets.TASKS.items() if task == "classification")
-SUPER_RESOLUTION = sorted(name for name, task in nets.TASKS.items() if task == "sr")
+CLASSIFIERS = nets.names(task="classification")
+SUPER_RESOLUTION = nets.names(task="sr")
 
 
 @pytest.mark.parametrize("resolution", [32, 64])

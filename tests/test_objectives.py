@@ -11,7 +11,7 @@ from latentdistill.cli import main
 from latentdistill.config import AugmentConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.buffer import expert_path, load_buffer, train_experts
-from latentdistill.distill.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from latentdistill.distill.checkpoint import load_checkpoint
 from latentdistill.distill.distribution_matching import DistributionMatching
 from latentdistill.distill.gradient_matching import GradientMatching
 from latentdistill.distill.objective import IterationContext
@@ -19,9 +19,14 @@ from latentdistill.distill.synthetic import initial_synthetic_set, kmeans
 from latentdistill.distill.trajectory_matching import TrajectoryMatching
 from latentdistill.errors import LatentDistillError
 from latentdistill.export import read_distilled
+from latentdistill.run_folder import RunFolder
 from latentdistill.runtime import Normalize
+from latentdistill.tasks.classification import CrossEntropy
 
 from helpers import make_tiny_base, one_line, tiny_overrides
+
+CHECKPOINT_FILE = RunFolder.CHECKPOINT
+CE = CrossEntropy()
 
 NO_AUGMENT = DifferentiableAugment(AugmentConfig(strategy="none"))
 NORMALIZE = Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
@@ -50,8 +55,12 @@ def fixed_context(net, latents, autoencoder, optimizer, real, generator_seed=0) 
         optimizer.step()
         return float(loss.detach())
 
-    return IterationContext(net, torch.Generator().manual_seed(generator_seed), generate, lambda g: real, update,
-                            LABELS, 3, NO_AUGMENT, torch.device("cpu"))
+    def synthetic_batches(generator):
+        images = generate()
+        return {c: images[LABELS == c] for c in range(3)}
+
+    return IterationContext(net, torch.Generator().manual_seed(generator_seed), generate, lambda g: real,
+                            synthetic_batches, update, LABELS, 3, torch.device("cpu"))
 
 
 @pytest.fixture()
@@ -70,12 +79,13 @@ def test_matching_loss_decreases_on_a_fixed_network_and_reaches_the_latents(setu
     net = nets.build("convnet", num_classes=3, resolution=16, width=16)
     for parameter in net.parameters():  # a fixed network: only the latents move
         parameter.requires_grad_(objective_name == "gm")  # gm differentiates the net's gradients
-    objective = (GradientMatching(NO_AUGMENT) if objective_name == "gm" else DistributionMatching(NO_AUGMENT))
+    objective = (GradientMatching(NO_AUGMENT, CE) if objective_name == "gm" else DistributionMatching(NO_AUGMENT, CE))
     optimizer = torch.optim.Adam([latents], lr=0.05)
     start = latents.detach().clone()
     losses = []
     for _ in range(12):
-        loss = objective.loss(net, real, NORMALIZE(autoencoder.decode(latents)), LABELS)
+        images = NORMALIZE(autoencoder.decode(latents))
+        loss = objective.loss(net, real, {c: images[LABELS == c] for c in range(3)})
         optimizer.zero_grad()
         loss.backward()
         if not losses:
@@ -96,9 +106,9 @@ def test_distribution_matching_loss_is_squared_mean_embedding_distance():
     labels = torch.tensor([0, 0, 1, 1])
     with torch.no_grad():
         expected = sum(((net.embed(real[c]).mean(0) - net.embed(synthetic[labels == c]).mean(0)) ** 2).sum() for c in (0, 1))
-    assert float(DistributionMatching(NO_AUGMENT).loss(net, real, synthetic, labels).detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(DistributionMatching(NO_AUGMENT, CE).loss(net, real, {c: synthetic[labels == c] for c in (0, 1)}).detach()) == pytest.approx(float(expected), rel=1e-5)
     # identical sets match exactly
-    assert float(DistributionMatching(NO_AUGMENT).loss(net, {0: synthetic[:2], 1: synthetic[2:]}, synthetic, labels).detach()) == pytest.approx(0.0, abs=1e-8)
+    assert float(DistributionMatching(NO_AUGMENT, CE).loss(net, {0: synthetic[:2], 1: synthetic[2:]}, {c: synthetic[labels == c] for c in (0, 1)}).detach()) == pytest.approx(0.0, abs=1e-8)
 
 
 def make_buffer(directory, epochs=3, experts=1, momentum=0.0, seed=0):
@@ -152,7 +162,7 @@ def test_buffer_with_other_settings_is_refused(tmp_path):
 
 def mtt_context(setup, steps_per_checkpoint, buffer, syn_steps=3):
     autoencoder, _, _, real, latents = setup
-    objective = TrajectoryMatching(NO_AUGMENT, buffer, syn_steps=syn_steps, expert_epochs=1, max_start_epoch=1,
+    objective = TrajectoryMatching(NO_AUGMENT, CE, buffer, syn_steps=syn_steps, expert_epochs=1, max_start_epoch=1,
                                    syn_lr=0.05, steps_per_checkpoint=steps_per_checkpoint)
     objective.synthetic_lr = objective.synthetic_lr.clone().requires_grad_(True)
     net = nets.build("convnet", num_classes=3, resolution=16, width=8)
@@ -193,7 +203,7 @@ def test_trajectory_matching_checkpointed_steps_give_the_same_gradients(setup, t
 def test_trajectory_matching_refuses_too_short_buffers(tmp_path):
     buffer = make_buffer(tmp_path / "buffer", epochs=2)
     with pytest.raises(LatentDistillError, match="distill.max_start_epoch"):
-        TrajectoryMatching(NO_AUGMENT, buffer, expert_epochs=2, max_start_epoch=1)
+        TrajectoryMatching(NO_AUGMENT, CE, buffer, expert_epochs=2, max_start_epoch=1)
 
 
 # --- initialisation ------------------------------------------------------------------------------

@@ -27,9 +27,11 @@ def test_accelerate_launch_distill_then_evaluate(tmp_path):
     output = run_dir / "distilled.safetensors"
     with safe_open(output, framework="pt") as file:
         assert file.get_slice("latents").get_shape()[0] == 3  # ipc 1, three classes
-    evaluated = run([sys.executable, "pipelines/evaluate.py", str(output), "evaluate.runs=1", "evaluate.epochs=1"])
+    # evaluation reads its paths from the config it is given (here the run's overrides), never from the file
+    evaluated = run([sys.executable, "pipelines/evaluate.py", str(output),
+                     *[o for o in overrides if not o.startswith("output_dir=")], "evaluate.runs=1", "evaluate.epochs=1"])
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert (run_dir / "report.json").is_file()
+    assert (run_dir / "evaluation-1" / "report.json").is_file()
 
 
 def test_pipeline_errors_are_one_line(tmp_path):
@@ -67,3 +69,40 @@ def test_two_processes_match_one_through_the_diffusion_prior(tmp_path):
                                               outer_loop=2, inner_loop=1)
     assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6)
     assert torch.allclose(sets[0].embeddings, sets[1].embeddings, atol=1e-6)
+
+
+def test_run_under_two_processes(tmp_path):
+    """``torchrun -m latentdistill run`` on two CPU processes (device auto): the launch's world size is
+    honoured, the main process exports before anyone evaluates, and only it evaluates."""
+    base = make_tiny_base(tmp_path)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    overrides = [o for o in tiny_overrides(base, tmp_path / "run", iterations=2) if o != "device=cpu"]
+    launched = run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "latentdistill", "--no-progress", "run",
+                    "--config", "configs/smoke.yaml", "threads=1", "precision=fp32", *overrides])
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert read_distilled(tmp_path / "run" / "distilled.safetensors").metadata["processes"] == 2
+    assert (tmp_path / "run" / "report.json").is_file()
+    assert launched.stdout.count("| convnet |") == 1  # one table: only the main process evaluates
+
+
+def test_sr_distillation_under_two_processes_matches_one(tmp_path):
+    from test_super_resolution import make_sr_folders
+
+    from helpers import save_tiny_autoencoder
+
+    root = make_sr_folders(tmp_path / "sr")
+    save_tiny_autoencoder(tmp_path / "autoencoder")
+    common = ["--config", "configs/sr_x2.yaml", "threads=1", "device=cpu", "precision=fp32",
+              f"autoencoder.name_or_path={tmp_path / 'autoencoder'}", f"cache.dir={tmp_path / 'cache'}",
+              f"sr.train=[{root / 'train'}]", f"sr.test=[{root / 'test'}]", "sr.patch_size=16", "sr.stride=16",
+              "sr.budget=0.25", "sr.pool=1.0", "sr.pseudo_classes=2", "sr.synthetic_batch=2", "sr.iterations=5",
+              "distill.iterations=3", "distill.real_batch=4", "distill.checkpoint_every=2"]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "latentdistill", "--no-progress", "distill",
+               *common, f"output_dir={tmp_path / 'two'}"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run([sys.executable, "-m", "latentdistill", "--no-progress", "distill", *common, f"output_dir={tmp_path / 'one'}"])
+    assert one.returncode == 0, one.stderr[-3000:]
+    sets = [read_distilled(tmp_path / name / "distilled.safetensors") for name in ("one", "two")]
+    assert [s.metadata["processes"] for s in sets] == [1, 2]
+    assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-5)

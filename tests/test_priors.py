@@ -15,8 +15,9 @@ from latentdistill.cli import main
 from latentdistill.config import PriorConfig, load_config
 from latentdistill.errors import LatentDistillError
 from latentdistill.export import read_distilled
-from latentdistill.priors import DiffusionPrior, build_prior
+from latentdistill.priors import build_prior
 from latentdistill.priors.denoisers import PRIOR_FILE, load_denoiser
+from latentdistill.priors.diffusion import DiffusionPrior
 
 from helpers import (
     CLASSES,
@@ -247,7 +248,9 @@ def test_embedding_lr_zero_keeps_the_conditioning(tiny_base, denoisers, tmp_path
 def test_diffusion_run_resumes_bit_for_bit(tiny_base, denoisers, tmp_path):
     straight = workflows.run_distill(load_config(None, diffusion_overrides(tiny_base, tmp_path / "a", denoisers["dit"], 4)), progress=False)
     workflows.run_distill(load_config(None, diffusion_overrides(tiny_base, tmp_path / "b", denoisers["dit"], 2)), progress=False)
-    resumed = workflows.run_distill(load_config(None, diffusion_overrides(tiny_base, tmp_path / "b", denoisers["dit"], 4)),
+    (tmp_path / "c").mkdir()  # a finished run is never extended in place: its checkpoint continues elsewhere
+    shutil.copy(tmp_path / "b" / "checkpoint.safetensors", tmp_path / "c" / "checkpoint.safetensors")
+    resumed = workflows.run_distill(load_config(None, diffusion_overrides(tiny_base, tmp_path / "c", denoisers["dit"], 4)),
                                     resume=True, progress=False)
     first, second = read_distilled(straight), read_distilled(resumed)
     assert torch.equal(first.latents, second.latents) and torch.equal(first.embeddings, second.embeddings)

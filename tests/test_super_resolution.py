@@ -26,7 +26,7 @@ from latentdistill.evaluate.super_resolution import (
 )
 from latentdistill.export import read_distilled
 from latentdistill.io import read_safetensors
-from latentdistill.workflows import sr_patch_difficulty
+from latentdistill.tasks.super_resolution import SuperResolutionTask
 
 from helpers import SHARED, one_line, save_tiny_autoencoder
 
@@ -165,15 +165,16 @@ def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
     assert "x2" in capsys.readouterr().err
 
     # a later evaluation reuses the baselines; a pool of the budget's size starts from the pruned subset
-    assert main(["--no-progress", "evaluate", str(tmp_path / "gm" / "distilled.safetensors"), "--config", str(config)]) == 0
-    assert set(json.loads((tmp_path / "gm" / "report.json").read_text())["reused_baselines"]) == {"full", "random", "pruned"}
+    assert main(["--no-progress", "evaluate", str(tmp_path / "gm" / "distilled.safetensors"), "--config", str(config),
+                 f"output_dir={tmp_path / 'gm_evaluation'}"]) == 0
+    assert set(json.loads((tmp_path / "gm_evaluation" / "report.json").read_text())["reused_baselines"]) == {"full", "random", "pruned"}
     assert main(["--no-progress", "distill", "--config", str(config), "sr.pool=0.25", "distill.iterations=0",
                  f"output_dir={tmp_path / 'pool'}"]) == 0
     pooled = read_distilled(tmp_path / "pool" / "distilled.safetensors")
     assert pooled.metadata["pool_patches"] == 24 and pooled.metadata["real_patches"] == 96
     run_config = load_config(config, [])
     patches = extract_patches(load_hr_images(run_config.sr.train), 16, 16)
-    rows = pruned_subset(sr_patch_difficulty(run_config, patches, torch.device("cpu")), 24, run_config.sr.prune_drop)
+    rows = pruned_subset(SuperResolutionTask(run_config).patch_difficulty(patches, torch.device("cpu")), 24, run_config.sr.prune_drop)
     (cache,) = (tmp_path / "cache").glob("sr-*-16px-s16-autoencoder.safetensors")
     expected = read_safetensors(cache)[0]["latents"][rows]
     assert torch.equal(torch.sort(pooled.latents.flatten(1), dim=0).values, torch.sort(expected.flatten(1).float(), dim=0).values)

@@ -13,26 +13,20 @@ from pathlib import Path
 import torch
 
 from ..errors import LatentDistillError
+from ..registry import Registry
 from .base import Autoencoder
 from .taesd import TinyAutoencoderFamily, has_weights_files
 
-__all__ = ["Autoencoder", "KLAutoencoder", "TinyAutoencoderFamily", "TinyDiffusersAutoencoder", "load_autoencoder"]
+__all__ = ["AUTOENCODERS", "Autoencoder", "TinyAutoencoderFamily", "load_autoencoder"]
 
-# Adapter class by kind. The diffusers adapters are imported when first used, so the TAESD path
-# (and `import latentdistill`) does not pay for importing diffusers.
-ADAPTERS = {"taesd": "TinyAutoencoderFamily", "kl": "KLAutoencoder", "tiny": "TinyDiffusersAutoencoder"}
-
-
-def __getattr__(name: str):
-    if name in ("KLAutoencoder", "TinyDiffusersAutoencoder"):
-        from . import diffusers_models
-
-        return getattr(diffusers_models, name)
-    raise AttributeError(name)
+# Adapter class by kind (config key autoencoder.kind). The diffusers adapters are imported when first
+# used, so the TAESD path (and `import latentdistill`) does not pay for importing diffusers.
+AUTOENCODERS = Registry("autoencoder kind", "autoencoder.kind")
+AUTOENCODERS.register("taesd", TinyAutoencoderFamily)
+AUTOENCODERS.register("kl", "latentdistill.autoencoders.diffusers_models:KLAutoencoder")
+AUTOENCODERS.register("tiny", "latentdistill.autoencoders.diffusers_models:TinyDiffusersAutoencoder")
 
 
-def adapter(kind: str) -> type[Autoencoder]:
-    return TinyAutoencoderFamily if kind == "taesd" else __getattr__(ADAPTERS[kind])
 KIND_BY_CLASS_NAME = {"AutoencoderKL": "kl", "AutoencoderTiny": "tiny"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -44,11 +38,9 @@ def load_autoencoder(
 
     `kind`: auto (detect), taesd (encoder/decoder weight files), kl (AutoencoderKL) or tiny (AutoencoderTiny).
     """
-    if kind not in ("auto", *ADAPTERS):
-        raise LatentDistillError(f"unknown autoencoder kind '{kind}', expected one of auto, {', '.join(ADAPTERS)}")
     if kind == "auto":
         kind = detect_kind(str(name_or_path), subfolder)
-    return adapter(kind).from_pretrained(name_or_path, subfolder=subfolder).to(device)
+    return AUTOENCODERS.get(kind).from_pretrained(name_or_path, subfolder=subfolder).to(device)
 
 
 def detect_kind(name_or_path: str, subfolder: str | None) -> str:

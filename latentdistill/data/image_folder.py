@@ -1,6 +1,6 @@
 """ImageFolder datasets: ``<root>/<split>/<class>/*.jpg|png|bmp``.
 
-Images are read once, converted to RGB, resized (shorter side) and centre-cropped to a square
+Images are read once, converted to 8-bit RGB, resized (shorter side) and centre-cropped to a square
 resolution, and kept as uint8 tensors: 50,000 CIFAR images are 150 MB, small enough to hold in memory
 for the whole run, which is what makes the per-iteration real batches cheap.
 """
@@ -8,6 +8,9 @@ for the whole run, which is what makes the per-iteration real batches cheap.
 from __future__ import annotations
 
 import hashlib
+import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from latentdistill.errors import LatentDistillError
+from latentdistill.io import display_path, error_reason
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -35,28 +39,31 @@ class ImageFolder:
     def scan(cls, root: str | Path, split: str, classes: tuple[str, ...] | None = None) -> ImageFolder:
         root = Path(root)
         if not root.is_dir():
-            raise LatentDistillError(f"dataset folder not found: {root}")
+            raise LatentDistillError(f"dataset folder not found: {display_path(root)}")
         split_dir = root / split
         if not split_dir.is_dir():
-            found = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise LatentDistillError(f"split '{split}' not found in {root} (found: {', '.join(found) or 'nothing'})")
-        folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+            found = display_path(", ".join(sorted(p.name for p in _entries(root, Path.is_dir)))) or "nothing"
+            where = f"split '{display_path(split)}' not found in {display_path(root)}"
+            raise LatentDistillError(f"{where} (found: {found})")
+        folders = sorted(p.name for p in _entries(split_dir, Path.is_dir) if not p.name.startswith("."))
         if not folders:
-            raise LatentDistillError(f"no class folders in {split_dir}")
+            raise LatentDistillError(f"no class folders in {display_path(split_dir)}")
         if classes is not None and tuple(folders) != tuple(classes):
-            missing = sorted(set(classes) - set(folders))
-            extra = sorted(set(folders) - set(classes))
+            missing = sorted(display_path(name) for name in set(classes) - set(folders))
+            extra = sorted(display_path(name) for name in set(folders) - set(classes))
             raise LatentDistillError(
-                f"classes of {split_dir} differ from the training split (missing: {missing}, extra: {extra})"
+                f"classes of {display_path(split_dir)} differ from the training split "
+                f"(missing: {missing}, extra: {extra})"
             )
         files: list[Path] = []
         labels: list[int] = []
         for label, name in enumerate(folders):
-            class_files = sorted(
-                p for p in (split_dir / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            images = _entries(split_dir / name, Path.is_file)
+            class_files = sorted(p for p in images if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not class_files:
-                raise LatentDistillError(f"class folder {split_dir / name} holds no images ({'|'.join(IMAGE_EXTENSIONS)})")
+                raise LatentDistillError(
+                    f"class folder {display_path(split_dir / name)} holds no images ({'|'.join(IMAGE_EXTENSIONS)})"
+                )
             files += class_files
             labels += [label] * len(class_files)
         return cls(root, split, tuple(folders), tuple(files), tuple(labels))
@@ -65,26 +72,73 @@ class ImageFolder:
         return len(self.files)
 
     def fingerprint(self) -> str:
-        """A hash of relative paths and file sizes: changes when files are added, removed or replaced."""
+        """A hash of relative paths and file sizes: changes when files are added, removed or replaced.
+
+        Names are hashed as their bytes on disk (``os.fsencode``), so a name that is not UTF-8 hashes
+        too, and a UTF-8 name hashes as it always did."""
         digest = hashlib.sha256()
         for path in self.files:
-            digest.update(f"{path.relative_to(self.root)}:{path.stat().st_size}\n".encode())
+            try:
+                size = path.stat().st_size
+            except OSError as error:
+                raise LatentDistillError(f"cannot read image {display_path(path)}: {error_reason(error)}") from None
+            digest.update(os.fsencode(path.relative_to(self.root)) + f":{size}\n".encode())
         return digest.hexdigest()[:16]
 
 
-def read_rgb(path: str | Path) -> Image.Image:
-    """Open an image as RGB whatever its mode (transparency over white); a one-line error naming the
-    file when it cannot be read."""
+def _entries(folder: Path, keep) -> list[Path]:
+    """The entries of a folder for which ``keep(path)`` holds; an unreadable folder is named in one line."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, rgba)
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise LatentDistillError(f"cannot read image {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        return [path for path in folder.iterdir() if keep(path)]
+    except OSError as error:
+        raise LatentDistillError(f"cannot list folder {display_path(folder)}: {error_reason(error)}") from None
+
+
+# Errors Pillow raises on malformed files, besides its own: each means "this file is not a valid image".
+_MALFORMED = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error,
+              IndexError, TypeError, ZeroDivisionError)
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """Open an image as 8-bit RGB whatever its mode or bit depth (transparency over white); a one-line
+    error naming the file when it cannot be read, or claims more pixels than ``Image.MAX_IMAGE_PIXELS``
+    (a decompression bomb: a small file that would need gigabytes once decoded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused, not merely warned about
+            with Image.open(path) as image:
+                image.load()
+                if image.mode.startswith("I") or image.mode == "F":
+                    image = _to_8bit(image)
+                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                    rgba = image.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    image = Image.alpha_composite(background, rgba)
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        message = f"cannot read image {display_path(path)}: refused as too large ({error_reason(error)})"
+        raise LatentDistillError(message) from None
+    except _MALFORMED as error:
+        raise LatentDistillError(f"cannot read image {display_path(path)}: {error_reason(error)}") from None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """An "L" image from Pillow's wide modes, whose own ``convert`` clips every value above 255 (a
+    full-range 16-bit image would turn white).
+
+    16-bit ("I;16*") values are divided by 257 and rounded. "I" holds 32-bit integers; from a PNG they
+    are 16-bit and read the same way, and only values past 65535 make it scale the 0..2^31-1 range.
+    "F" holds floats in 0..1 (the usual convention), or in Pillow's 0..255 when any value exceeds 1.
+    """
+    values = np.asarray(image)
+    if image.mode != "F" and (values.size == 0 or (values.min() >= 0 and values.max() <= 65535)):
+        return Image.fromarray(((values.astype(np.uint32) + 128) // 257).astype(np.uint8), "L")  # rounded v / 257
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if image.mode == "F":
+        scale = 255.0 if values.size and values.max() <= 1 else 1.0
+    else:
+        scale = 255.0 / (2**31 - 1)
+    return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
 
 
 def load_image(path: str | Path, resolution: int) -> torch.Tensor:
@@ -139,7 +193,8 @@ def split_train_validation(
         rows = (labels == label).nonzero().flatten()
         if len(rows) <= per_class:
             raise LatentDistillError(
-                f"class '{classes[label] if classes else label}' has {len(rows)} images: too few to carve {per_class} validation images "
+                f"class '{display_path(classes[label]) if classes else label}' has {len(rows)} images: "
+                f"too few to carve {per_class} validation images "
                 "(lower data.val_per_class)"
             )
         validation.append(rows[torch.randperm(len(rows), generator=generator)[:per_class]])

@@ -9,6 +9,7 @@ atomically, so an interrupted encode resumes at the first missing shard.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from latentdistill.data.image_folder import ImageFolder, load_images
 from latentdistill.errors import LatentDistillError
-from latentdistill.io import atomic_save_file, atomic_write_text
+from latentdistill.io import atomic_save_file, atomic_write_text, display_path, error_reason
 
 CACHE_FORMAT = 1
 META_FILE = "meta.json"
@@ -44,7 +45,9 @@ class LatentCache:
         directory = Path(directory)
         meta = _read_meta(directory)
         if meta is None or not meta.get("complete"):
-            raise LatentDistillError(f"latent cache {directory} is missing or incomplete: run `latentdistill encode` first")
+            raise LatentDistillError(
+                f"latent cache {display_path(directory)} is missing or incomplete: run `latentdistill encode` first"
+            )
         parts: dict[str, list[torch.Tensor]] = {"images": [], "labels": [], "latents": []}
         for shard in meta["shards"]:
             tensors = _read_shard(directory / shard["file"])
@@ -62,19 +65,43 @@ def _read_meta(directory: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         meta = None
-    if not isinstance(meta, dict) or not isinstance(meta.get("shards", []), list):
-        raise LatentDistillError(f"latent cache record {path} is corrupt; delete the folder {directory} to rebuild it")
+    except OSError as error:
+        message = f"cannot read latent cache record {display_path(path)}: {error_reason(error)}"
+        raise LatentDistillError(message) from None
+    if not _meta_is_sound(meta):
+        raise LatentDistillError(
+            f"latent cache record {display_path(path)} is corrupt; "
+            f"delete the folder {display_path(directory)} to rebuild it"
+        )
     return meta
+
+
+def _meta_is_sound(meta) -> bool:
+    """The fields later code indexes have the right shapes; shard files are plain names inside the folder."""
+    if not isinstance(meta, dict):
+        return False
+    shards, skipped = meta.get("shards"), meta.get("skipped")
+    return (
+        isinstance(shards, list)
+        and isinstance(skipped, list)
+        and all(isinstance(entry, list) and entry and isinstance(entry[0], str) for entry in skipped)
+        and all(
+            isinstance(shard, dict) and isinstance(shard.get("file"), str) and shard["file"] == Path(shard["file"]).name
+            and shard["file"] not in ("", ".", "..")
+            for shard in shards
+        )
+    )
 
 
 def _read_shard(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
-        raise LatentDistillError(f"cache shard {path} is unreadable ({str(error).splitlines()[0]}); delete it to re-encode") from None
+        message = f"cache shard {display_path(path)} is unreadable ({error_reason(error)}); delete it to re-encode"
+        raise LatentDistillError(message) from None
 
 
 def encode_dataset(
@@ -99,9 +126,10 @@ def encode_dataset(
             f"config key 'data.resolution' is {resolution}: it must be a multiple of the autoencoder's "
             f"downscale factor {autoencoder.downscale}"
         )
+    _check_memory(folder, autoencoder, resolution)
     wanted = {
         "format": CACHE_FORMAT,
-        "root": str(folder.root),
+        "root": display_path(folder.root),
         "split": folder.split,
         "classes": list(folder.classes),
         "resolution": resolution,
@@ -114,7 +142,7 @@ def encode_dataset(
         for key in ("format", "fingerprint", "resolution", "autoencoder", "shard_size", "classes"):
             if meta.get(key) != wanted[key]:
                 raise LatentDistillError(
-                    f"latent cache {directory} was built with {key}={json.dumps(meta.get(key))}, this run asks for "
+                    f"latent cache {display_path(directory)} was built with {key}={json.dumps(meta.get(key))}, this run asks for "
                     f"{key}={json.dumps(wanted[key])}: set cache.dir to another folder or delete that one"
                 )
         # A shard file deleted by hand (e.g. an unreadable one) is encoded again, with every shard after it.
@@ -122,7 +150,7 @@ def encode_dataset(
         while present < len(meta["shards"]) and (directory / meta["shards"][present]["file"]).is_file():
             present += 1
         if present < len(meta["shards"]):
-            dropped = {str(path) for path in folder.files[present * shard_size :]}
+            dropped = {display_path(path) for path in folder.files[present * shard_size :]}
             meta["shards"] = meta["shards"][:present]
             meta["skipped"] = [entry for entry in meta["skipped"] if entry[0] not in dropped]
             meta["complete"] = False
@@ -130,7 +158,6 @@ def encode_dataset(
             return _check_classes(LatentCache.load(directory), folder)
     else:
         meta = {**wanted, "shards": [], "skipped": [], "complete": False}
-    directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / META_FILE, json.dumps(meta, indent=1))
 
     num_shards = max(1, -(-len(folder) // shard_size))
@@ -148,7 +175,7 @@ def encode_dataset(
         name = f"shard-{shard_index:05d}.safetensors"
         atomic_save_file(tensors, directory / name)
         meta["shards"].append({"file": name, "count": len(kept)})
-        meta["skipped"] += [[str(path), reason] for path, reason in bad]
+        meta["skipped"] += [[display_path(path), reason] for path, reason in bad]
         meta["complete"] = shard_index == num_shards - 1
         atomic_write_text(directory / META_FILE, json.dumps(meta, indent=1))
         bar.update(stop - start)
@@ -160,8 +187,45 @@ def _check_classes(cache: LatentCache, folder: ImageFolder) -> LatentCache:
     """Every class needs a readable image, on the first encode and on every reuse of the cache."""
     empty = [name for label, name in enumerate(folder.classes) if not (cache.labels == label).any()]
     if empty:
-        raise LatentDistillError(f"class '{empty[0]}' of {folder.root / folder.split} has no readable images")
+        split = display_path(folder.root / folder.split)
+        raise LatentDistillError(f"class '{display_path(empty[0])}' of {split} has no readable images")
     return cache
 
 
-__all__ = ["LatentCache", "encode_dataset"]
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine, or None where the platform does not tell."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return memory if memory > 0 else None
+
+
+def _check_memory(folder: ImageFolder, autoencoder, resolution: int) -> None:
+    """A run holds every image (uint8) and latent (float32) of a split in memory: refuse, before reading
+    any image, a resolution whose cache could never fit, rather than die of memory hours later."""
+    if resolution < 1:
+        raise LatentDistillError(f"config key 'data.resolution' is {resolution!r}: it must be a positive pixel count")
+    needed = len(folder) * 3 * resolution * resolution
+    if autoencoder is not None:
+        needed += len(folder) * autoencoder.latent_channels * (resolution // autoencoder.downscale) ** 2 * 4
+    memory = physical_memory()
+    if memory is not None and needed > memory:
+        raise LatentDistillError(
+            f"config key 'data.resolution' is {resolution}: the {len(folder)} images of "
+            f"{display_path(folder.root / folder.split)} at {resolution}x{resolution} need about {_size(needed)} "
+            f"({needed} bytes) of memory, more than this machine's {_size(memory)} ({memory} bytes); "
+            "lower data.resolution"
+        )
+
+
+def _size(count: int) -> str:
+    """Bytes as a short number in decimal units."""
+    units = ("bytes", "KB", "MB", "GB", "TB", "PB")
+    power = 0
+    while power < len(units) - 1 and count >= 1000 ** (power + 1):
+        power += 1
+    return f"{count} bytes" if power == 0 else f"{count / 1000 ** power:.1f} {units[power]}"
+
+
+__all__ = ["LatentCache", "encode_dataset", "physical_memory"]

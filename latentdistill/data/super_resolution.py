@@ -17,20 +17,25 @@ from PIL import Image
 
 from latentdistill.data.image_folder import IMAGE_EXTENSIONS, read_rgb
 from latentdistill.errors import LatentDistillError
+from latentdistill.io import display_path, error_reason
 
 
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise LatentDistillError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        raise LatentDistillError(f"image folder not found: {display_path(folder)}")
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    except OSError as error:
+        raise LatentDistillError(f"cannot list folder {display_path(folder)}: {error_reason(error)}") from None
     if not files:
-        raise LatentDistillError(f"image folder {folder} holds no images ({'|'.join(IMAGE_EXTENSIONS)})")
+        raise LatentDistillError(f"image folder {display_path(folder)} holds no images ({'|'.join(IMAGE_EXTENSIONS)})")
     return files
 
 
 def load_hr_images(folders: list[str | Path] | str | Path) -> list[torch.Tensor]:
-    """Every image of the folders as a (3, H, W) uint8 tensor, in sorted order."""
+    """Every image of the folders as a (3, H, W) uint8 tensor, in sorted order (16-bit ones scaled to 8,
+    unreadable or oversized ones named in one line by ``read_rgb``)."""
     folders = [folders] if isinstance(folders, (str, Path)) else folders
     images = []
     for folder in folders:

@@ -24,28 +24,10 @@ from latentdistill import nets
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, atomic_write_text, read_safetensors
+from latentdistill.run_folder import changed_key, describe_change
 from latentdistill.runtime import Normalize, autocast, iteration_seed
 
 META_FILE = "meta.json"
-
-
-def buffer_directory(config) -> Path:
-    """``buffer.dir``, or outputs/buffers/<dataset>-<resolution>px-<net> when it is empty."""
-    if config.buffer.dir:
-        return Path(config.buffer.dir)
-    settings = config.distill
-    net = settings.net + (f"-w{settings.net_width}" if settings.net_width else "") + (f"-d{settings.net_depth}" if settings.net_depth else "")
-    return Path("outputs/buffers") / f"{Path(config.data.root).resolve().name}-{config.data.resolution}px-{net}"
-
-
-def buffer_meta(config) -> dict:
-    """The protocol that trains the experts, as recorded in (and checked against) ``meta.json``."""
-    b, d = config.buffer, config.distill
-    return {"net": d.net, "width": d.net_width, "depth": d.net_depth, "resolution": config.data.resolution,
-            "dataset": Path(config.data.root).resolve().name, "experts": b.experts, "epochs": b.epochs, "lr": b.lr,
-            "momentum": b.momentum, "weight_decay": b.weight_decay, "batch_size": b.batch_size,
-            "augment": config.augment.strategy if b.augment else "none", "seed": config.seed,
-            "precision": config.precision, "mean": config.data.mean, "std": config.data.std}
 
 
 def expert_path(directory: Path, index: int, partial: bool = False) -> Path:
@@ -124,14 +106,17 @@ def train_experts(
     that already holds a buffer must have been made with the same protocol, and its finished experts
     are kept.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     meta_path = directory / META_FILE
     if meta_path.exists():
-        saved = json.loads(meta_path.read_text())
-        changed = sorted(k for k in set(saved) | set(meta) if k != "experts" and saved.get(k) != meta.get(k))
+        try:
+            saved = json.loads(meta_path.read_text())
+        except ValueError:
+            raise LatentDistillError(f"{meta_path} is not valid JSON: delete the buffer folder to retrain it") from None
+        changed = changed_key(saved, meta, sorted(set(saved) | set(meta)), may_change=("experts",))
         if changed:
-            raise LatentDistillError(f"expert buffer {directory} was trained with other settings ({', '.join(changed)}): choose another buffer.dir")
-    atomic_write_text(meta_path, json.dumps(meta, indent=2))
+            raise LatentDistillError(f"expert buffer {directory} was trained with another {describe_change(changed, saved, meta)}: "
+                                     "choose another buffer.dir")
+    atomic_write_text(meta_path, json.dumps(meta, indent=2))  # creates the folder
     resolution = images.shape[-1]
     epochs = int(meta["epochs"])
     for index in range(int(meta["experts"])):

@@ -15,8 +15,7 @@ import torch
 
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, read_safetensors
-
-CHECKPOINT_FILE = "checkpoint.safetensors"
+from latentdistill.training_state import optimizer_state, optimizer_tensors
 
 
 @dataclass
@@ -28,25 +27,6 @@ class Checkpoint:
     config: dict
     embeddings: torch.Tensor | None = None  # the learnable conditioning of prior "diffusion"
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's learnable tensors
-
-
-def optimizer_tensors(state: dict, prefix: str = "optimizer.") -> tuple[dict[str, torch.Tensor], str]:
-    """An optimizer's state dict as flat tensors plus its param groups as JSON (no pickle)."""
-    tensors = {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            tensors[f"{prefix}{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    return tensors, json.dumps(state["param_groups"])
-
-
-def optimizer_state(tensors: dict[str, torch.Tensor], groups: str, prefix: str = "optimizer.") -> dict:
-    """The inverse of ``optimizer_tensors``."""
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix):
-            index, name = key[len(prefix):].split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": json.loads(groups)}
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

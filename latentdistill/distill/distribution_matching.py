@@ -12,27 +12,28 @@ from __future__ import annotations
 import torch
 
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.objective import IterationContext, class_pairs
+from latentdistill.distill.objective import OBJECTIVES, Criterion, IterationContext, ObjectiveSetup, class_pairs
 from latentdistill.runtime import autocast
 
 
 class DistributionMatching:
     name = "dm"
 
-    def __init__(self, augment: DifferentiableAugment, precision: str = "fp32"):
+    def __init__(self, augment: DifferentiableAugment, criterion: Criterion, precision: str = "fp32"):
         self.augment = augment
+        self.criterion = criterion
         self.precision = precision
 
-    def loss(self, net, real_by_class: dict[int, torch.Tensor], synthetic: torch.Tensor,
-             synthetic_labels: torch.Tensor, augment_params=None) -> torch.Tensor:
+    def loss(self, net, real_by_class: dict[int, torch.Tensor], synthetic_by_class: dict[int, torch.Tensor],
+             augment_params=None) -> torch.Tensor:
         """Sum over the classes in ``real_by_class`` of ``|mean embed(real) - mean embed(synthetic)|^2``,
         with one DSA draw per class shared by its real and synthetic images."""
-        total = synthetic.new_zeros(())
-        for label, real, syn in class_pairs(real_by_class, synthetic, synthetic_labels, self.augment, augment_params):
+        total = next(iter(synthetic_by_class.values())).new_zeros(())
+        for _, real, syn in class_pairs(real_by_class, synthetic_by_class, self.augment, augment_params):
             with autocast(syn.device, self.precision):
                 with torch.no_grad():
-                    real_mean = net.embed(real).float().mean(0)
-                syn_mean = net.embed(syn).float().mean(0)
+                    real_mean = self.criterion.embed(net, real).float().mean(0)
+                syn_mean = self.criterion.embed(net, syn).float().mean(0)
             total = total + ((real_mean - syn_mean) ** 2).sum()
         return total
 
@@ -42,5 +43,10 @@ class DistributionMatching:
             parameter.requires_grad_(False)
         real_batches = context.real_batches(context.generator)
         augment_params = self.augment.sample(context.num_classes, context.generator)
-        loss = self.loss(net, real_batches, context.generate(), context.synthetic_labels, augment_params)
+        loss = self.loss(net, real_batches, context.synthetic_batches(context.generator), augment_params)
         return [context.update(loss)]
+
+
+@OBJECTIVES.register("dm")
+def build_distribution_matching(setup: ObjectiveSetup) -> DistributionMatching:
+    return DistributionMatching(setup.augment, setup.criterion, setup.precision)

@@ -11,11 +11,10 @@ training that network on the synthetic set (inner loop), as in DC.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
-from latentdistill.distill.objective import IterationContext, class_pairs
+from latentdistill.distill.objective import OBJECTIVES, Criterion, IterationContext, ObjectiveSetup, class_pairs
 from latentdistill.runtime import autocast
 
 # DC's (outer, inner) loop lengths by images per class.
@@ -41,7 +40,7 @@ def gradient_distance(real: list[torch.Tensor], synthetic: list[torch.Tensor]) -
 
 
 class GradientMatching:
-    """Per-class gradient matching on one network.
+    """Per-class gradient matching on one network, of the task's loss (``criterion``).
 
     ``precision="bf16"`` runs the network passes under bfloat16 autocast (2x faster on CPUs with
     AVX512-BF16 and on GPUs); parameters, gradients and the distance stay float32.
@@ -49,9 +48,10 @@ class GradientMatching:
 
     name = "gm"
 
-    def __init__(self, augment: DifferentiableAugment, precision: str = "fp32", outer_loop: int = 1,
-                 inner_loop: int = 1, inner_lr: float = 0.01, inner_batch: int = 256):
+    def __init__(self, augment: DifferentiableAugment, criterion: Criterion, precision: str = "fp32",
+                 outer_loop: int = 1, inner_loop: int = 1, inner_lr: float = 0.01, inner_batch: int = 256):
         self.augment = augment
+        self.criterion = criterion
         self.precision = precision
         self.outer_loop, self.inner_loop = outer_loop, inner_loop
         self.inner_lr, self.inner_batch = inner_lr, inner_batch
@@ -65,7 +65,7 @@ class GradientMatching:
         params = [p for p in net.parameters() if p.requires_grad]
         targets = torch.full((len(images),), label, dtype=torch.long, device=images.device)
         with self.autocast(images.device):
-            loss = F.cross_entropy(net(images), targets)
+            loss = self.criterion.loss(net, images, targets)
         gradients = torch.autograd.grad(loss.float(), params, create_graph=create_graph)
         return [g if create_graph else g.detach() for g in gradients]
 
@@ -73,8 +73,7 @@ class GradientMatching:
         self,
         net: nn.Module,
         real_by_class: dict[int, torch.Tensor],
-        synthetic: torch.Tensor,
-        synthetic_labels: torch.Tensor,
+        synthetic_by_class: dict[int, torch.Tensor],
         augment_params: AugmentParams | None = None,
     ) -> torch.Tensor:
         """Summed distance over the classes in ``real_by_class``.
@@ -82,8 +81,8 @@ class GradientMatching:
         ``augment_params`` holds one DSA draw per class (row = class index), applied to that class's
         real and synthetic images alike.
         """
-        total = synthetic.new_zeros(())
-        for label, real, syn in class_pairs(real_by_class, synthetic, synthetic_labels, self.augment, augment_params):
+        total = next(iter(synthetic_by_class.values())).new_zeros(())
+        for label, real, syn in class_pairs(real_by_class, synthetic_by_class, self.augment, augment_params):
             g_real = self.class_gradients(net, real, label, create_graph=False)
             g_syn = self.class_gradients(net, syn, label, create_graph=True)
             total = total + gradient_distance(g_real, g_syn)
@@ -96,7 +95,8 @@ class GradientMatching:
         for outer in range(self.outer_loop):
             real_batches = context.real_batches(generator)
             augment_params = self.augment.sample(context.num_classes, generator)
-            losses.append(context.update(self.loss(net, real_batches, context.generate(), labels, augment_params)))
+            synthetic = context.synthetic_batches(generator)
+            losses.append(context.update(self.loss(net, real_batches, synthetic, augment_params)))
             if outer == self.outer_loop - 1:
                 break
             # Inner loop: train the network on the (fixed) synthetic images, with per-image DSA.
@@ -108,8 +108,16 @@ class GradientMatching:
                     rows = order[start : start + self.inner_batch].to(context.device)
                     batch = self.augment.apply(training_images[rows], self.augment.sample(len(rows), generator))
                     with self.autocast(context.device):
-                        net_loss = F.cross_entropy(net(batch), labels[rows])
+                        net_loss = self.criterion.loss(net, batch, labels[rows])
                     net_optimizer.zero_grad()
                     net_loss.float().backward()
                     net_optimizer.step()
         return losses
+
+
+@OBJECTIVES.register("gm")
+def build_gradient_matching(setup: ObjectiveSetup) -> GradientMatching:
+    settings = setup.settings
+    outer, inner = loop_lengths(settings.ipc, settings.outer_loop, settings.inner_loop)
+    return GradientMatching(setup.augment, setup.criterion, setup.precision, outer, inner, settings.inner_lr,
+                            settings.inner_batch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from latentdistill.errors import LatentDistillError
 
@@ -17,6 +18,32 @@ class SyntheticSet:
     labels: torch.Tensor  # (N,), class-major: ipc rows per class
     embeddings: torch.Tensor | None = None  # (N, ...) learnable conditioning, for priors that take one
     learned: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's own (MTT: synthetic_lr)
+
+
+class ImageGenerator(nn.Module):
+    """G(z, c) -> images in [0, 1]: the prior, then the autoencoder's decoder. Everything that turns the
+    learnable tensors into pictures, for the loop and for the export alike."""
+
+    def __init__(self, autoencoder: nn.Module, prior: nn.Module):
+        super().__init__()
+        self.autoencoder, self.prior = autoencoder, prior
+
+    def forward(self, latents: torch.Tensor, embeddings: torch.Tensor | None = None, decode_chunk: int = 0) -> torch.Tensor:
+        """``decode_chunk`` > 0 decodes in chunks whose activations are recomputed in the backward pass."""
+        return self.autoencoder.decode_checkpointed(self.prior(latents, embeddings), decode_chunk)
+
+    @torch.no_grad()
+    def images(self, latents: torch.Tensor, embeddings: torch.Tensor | None, device: torch.device,
+               batch_size: int = 0) -> torch.Tensor:
+        """The set as uint8 images (N, 3, H, W) on the CPU, decoded at once or ``batch_size`` at a time (a
+        prior that takes one fixed noise draw per set, such as ``diffusion``, must see the set at once)."""
+        self.to(device)
+        if batch_size:
+            parts = [self(part.to(device)).float().cpu() for part in latents.split(batch_size)]
+            decoded = torch.cat(parts)
+        else:
+            decoded = self(latents.to(device), None if embeddings is None else embeddings.to(device)).cpu()
+        return (decoded.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def initial_synthetic_set(

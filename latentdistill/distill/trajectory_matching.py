@@ -14,31 +14,30 @@ rather than with every step's activations.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.buffer import ExpertBuffer, parameter_layout, unflatten
-from latentdistill.distill.objective import IterationContext
+from latentdistill.distill.buffer import ExpertBuffer, load_buffer, parameter_layout, unflatten
+from latentdistill.distill.objective import OBJECTIVES, Criterion, IterationContext, ObjectiveSetup
 from latentdistill.errors import LatentDistillError
 from latentdistill.runtime import autocast
 
 
 def student_steps(net, layout, parameters: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
                   batches: list[torch.Tensor], draws: list, synthetic_lr: torch.Tensor,
-                  augment: DifferentiableAugment, precision: str = "fp32") -> torch.Tensor:
-    """Plain SGD steps of a student (``net`` as the architecture, ``parameters`` flat), one per batch of
-    rows, differentiable in the images, the start and the learning rate."""
+                  augment: DifferentiableAugment, criterion: Criterion, precision: str = "fp32") -> torch.Tensor:
+    """Plain SGD steps of a student (``net`` as the architecture, ``parameters`` flat) on the task's loss,
+    one per batch of rows, differentiable in the images, the start and the learning rate."""
     if not parameters.requires_grad:
         parameters = parameters.requires_grad_(True)
     for rows, draw in zip(batches, draws):
         batch = images[rows]
         if draw is not None:
             batch = augment.apply(batch, draw)
+        weights = unflatten(parameters, layout)
         with autocast(images.device, precision):
-            logits = functional_call(net, unflatten(parameters, layout), (batch,))
-        loss = F.cross_entropy(logits.float(), labels[rows])
+            loss = criterion.loss(lambda x, weights=weights: functional_call(net, weights, (x,)).float(), batch, labels[rows])
         (gradient,) = torch.autograd.grad(loss, parameters, create_graph=True)
         parameters = parameters - synthetic_lr * gradient
     return parameters
@@ -47,14 +46,14 @@ def student_steps(net, layout, parameters: torch.Tensor, images: torch.Tensor, l
 class TrajectoryMatching:
     name = "mtt"
 
-    def __init__(self, augment: DifferentiableAugment, buffer: ExpertBuffer, precision: str = "fp32",
+    def __init__(self, augment: DifferentiableAugment, criterion: Criterion, buffer: ExpertBuffer, precision: str = "fp32",
                  syn_steps: int = 20, expert_epochs: int = 2, max_start_epoch: int = 10, syn_batch: int = 0,
                  syn_lr: float = 0.01, steps_per_checkpoint: int = 0):
         if expert_epochs + max_start_epoch > buffer.epochs:
             raise LatentDistillError(
                 f"config keys 'distill.expert_epochs' + 'distill.max_start_epoch' = {expert_epochs + max_start_epoch} "
                 f"exceed the {buffer.epochs} epochs recorded in the buffer {buffer.directory}")
-        self.augment, self.buffer, self.precision = augment, buffer, precision
+        self.augment, self.criterion, self.buffer, self.precision = augment, criterion, buffer, precision
         self.syn_steps, self.expert_epochs, self.max_start_epoch = syn_steps, expert_epochs, max_start_epoch
         self.syn_batch, self.steps_per_checkpoint = syn_batch, steps_per_checkpoint
         # The student's learning rate is learned with the images (MTT); the loop optimises it.
@@ -97,10 +96,27 @@ class TrajectoryMatching:
         for first in range(0, self.syn_steps, segment):
             span = slice(first, first + segment)
             arguments = (context.net, layout, parameters, images, context.synthetic_labels, batches[span], draws[span],
-                         self.synthetic_lr, self.augment, self.precision)
+                         self.synthetic_lr, self.augment, self.criterion, self.precision)
             if self.steps_per_checkpoint:
                 parameters = checkpoint(student_steps, *arguments, use_reentrant=False)
             else:
                 parameters = student_steps(*arguments)
         loss = ((parameters - target) ** 2).sum() / ((start - target) ** 2).sum()
         return [context.update(loss)]
+
+
+@OBJECTIVES.register("mtt")
+def build_trajectory_matching(setup: ObjectiveSetup) -> TrajectoryMatching:
+    """Trajectory matching against the expert buffer in ``setup.buffer_dir``, which must have been trained
+    on the network (and resolution) this run matches through."""
+    settings = setup.settings
+    if setup.buffer_dir is None:
+        raise LatentDistillError("objective 'mtt' needs an expert buffer (config key 'buffer.dir'); this task has none")
+    buffer = load_buffer(setup.buffer_dir)
+    for key, wanted in (setup.buffer_expects or {}).items():
+        if buffer.meta.get(key) != wanted:
+            raise LatentDistillError(f"expert buffer {buffer.directory} was trained with another {key} "
+                                     f"({buffer.meta.get(key)!r}, this run: {wanted!r})")
+    return TrajectoryMatching(setup.augment, setup.criterion, buffer, setup.precision, settings.syn_steps,
+                              settings.expert_epochs, settings.max_start_epoch, settings.syn_batch, settings.syn_lr,
+                              settings.syn_steps_per_checkpoint)

@@ -191,3 +191,17 @@ def summarize_sr(values: dict[str, list[float]]) -> dict:
                        "std": round(statistics.stdev(numbers), 4 if metric == "ssim" else 3) if len(numbers) > 1 else 0.0,
                        "runs": [round(v, 4) for v in numbers]}
     return out
+
+
+def sr_table(report: dict) -> str:
+    """One row per training set: mean ± std PSNR / SSIM on each test set."""
+    tests = list(next(iter(report["results"].values())))
+    header = [f"x{report['scale']} {report['net']}", "patches"] + [f"{t} PSNR / SSIM" for t in tests]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, per_test in report["results"].items():
+        cells = [name, str(report["patches"].get(name, ""))]
+        for test in tests:
+            r = per_test[test]
+            cells.append(f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f} / {r['ssim']['mean']:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,15 +1,16 @@
 """One registry of networks: ``build("resnet18", num_classes=10, resolution=32)`` or
-``build("fsrcnn", scale=2)`` builds any of them.
+``build("fsrcnn", scale=2, task="sr")`` builds any of them.
 
-Classifiers take ``(num_classes, in_channels, resolution, width, depth)`` and have ``embed(images)``
-(the features before the classifier, for distribution matching) and ``forward``. Super-resolution
-networks (``TASKS[name] == "sr"``) take ``(scale, channels, width, depth)`` and map LR to HR images.
-``width``/``depth`` 0 means the network's own default, so a name alone builds the standard model.
+Classifiers (tag ``task="classification"``) take ``(num_classes, in_channels, resolution, width, depth)``
+and have ``embed(images)`` (the features before the classifier, for distribution matching) and
+``forward``. Super-resolution networks (``task="sr"``) take ``(scale, channels, width, depth)``, map LR
+to HR images and have ``features(lr)``. ``width``/``depth`` 0 means the network's own default, so a name
+alone builds the standard model. Your own network: ``@NETWORKS.register("mynet", task="classification")``
+above its class, in a module the run imports (config key ``imports``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 from torch import nn
@@ -21,6 +22,9 @@ from latentdistill.nets.resnet import ResNet18
 from latentdistill.nets.super_resolution import EDSR, ESPCN, FSRCNN, SRCNN
 from latentdistill.nets.vgg import VGG11
 from latentdistill.nets.vit import ViT
+from latentdistill.registry import Registry
+
+NETWORKS = Registry("network")
 
 
 def _convnet_of_depth(fixed: int, *args, **kwargs) -> ConvNet:
@@ -29,7 +33,7 @@ def _convnet_of_depth(fixed: int, *args, **kwargs) -> ConvNet:
     return ConvNet(*args, **{**kwargs, "depth": fixed})
 
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {
+for _name, _builder in {
     "convnet": ConvNet,  # instance norm; depth by resolution unless given
     **{f"convnet_d{d}": partial(_convnet_of_depth, d) for d in (3, 4, 5, 6)},
     "convnet_bn": partial(ConvNet, norm="batch"),
@@ -39,20 +43,27 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": ResNet18,  # instance norm
     "resnet18_bn": partial(ResNet18, norm="batch"),
     "vit": ViT,
-    "srcnn": SRCNN,
-    "fsrcnn": FSRCNN,
-    "espcn": ESPCN,
-    "edsr": EDSR,  # EDSR-baseline, small
-}
-TASKS = {name: "sr" if name in ("srcnn", "fsrcnn", "espcn", "edsr") else "classification" for name in NETWORKS}
+}.items():
+    NETWORKS.register(_name, _builder, task="classification")
+for _name, _builder in {"srcnn": SRCNN, "fsrcnn": FSRCNN, "espcn": ESPCN, "edsr": EDSR}.items():  # EDSR-baseline, small
+    NETWORKS.register(_name, _builder, task="sr")
+
+
+def register(name: str, task: str = "classification"):
+    """``@nets.register("mynet")`` above a network class: the decorator for user code."""
+    return NETWORKS.register(name, task=task)
 
 
 def build(name: str, *args, task: str | None = None, **kwargs) -> nn.Module:
     """Build a network by name; ``task`` ("classification" | "sr"), when given, must match it."""
-    if name not in NETWORKS or (task is not None and TASKS[name] != task):
-        known = sorted(n for n in NETWORKS if task is None or TASKS[n] == task)
+    if name not in NETWORKS or (task is not None and NETWORKS.tags(name).get("task") != task):
+        known = NETWORKS.names(**({"task": task} if task else {}))
         raise LatentDistillError(f"unknown {task + ' ' if task else ''}network '{name}' (known: {', '.join(known)})")
-    return NETWORKS[name](*args, **kwargs)
+    return NETWORKS.build(name, *args, **kwargs)
 
 
-__all__ = ["NETWORKS", "VGG11", "AlexNet", "ConvNet", "ResNet18", "ViT", "build"]
+def names(task: str | None = None) -> list[str]:
+    return NETWORKS.names(**({"task": task} if task else {}))
+
+
+__all__ = ["NETWORKS", "VGG11", "AlexNet", "ConvNet", "ResNet18", "ViT", "build", "names", "register"]

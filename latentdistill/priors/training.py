@@ -24,17 +24,13 @@ from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel
 from diffusers.models.modeling_utils import ModelMixin
 from tqdm.auto import tqdm
 
-from latentdistill.config import (
-    RunConfig,
-    TrainPriorConfig,
-    config_to_dict,
-    save_config,
-)
-from latentdistill.distill.checkpoint import optimizer_state, optimizer_tensors
+from latentdistill.config import TrainPriorConfig
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, atomic_write_text, read_safetensors
 from latentdistill.priors.denoisers import PRIOR_FILE
+from latentdistill.run_folder import RunFolder, changed_key, describe_change
 from latentdistill.runtime import autocast, iteration_seed
+from latentdistill.training_state import optimizer_state, optimizer_tensors
 
 CHECKPOINT_FILE = "train_prior_checkpoint.safetensors"
 WARMUP_STEPS = 100
@@ -64,9 +60,9 @@ def build_denoiser_model(settings: TrainPriorConfig, latent_channels: int, laten
     raise LatentDistillError(f"config key 'train_prior.architecture': unknown '{settings.architecture}' (dit | unet)")
 
 
-def _fixed(settings: dict) -> dict:
-    """The training settings a resumed run must share; it may train for longer or checkpoint more often."""
-    return {key: value for key, value in settings.items() if key not in ("steps", "checkpoint_every")}
+# What a resumed prior training must share with the saved one; it may train longer or checkpoint more often.
+PRIOR_FIXED = ("seed", "precision", "train_prior")
+PRIOR_MAY_CHANGE = ("train_prior.steps", "train_prior.checkpoint_every")
 
 
 def _model_folder(settings: TrainPriorConfig) -> str:
@@ -95,8 +91,27 @@ def _without_internal_dropout(model: ModelMixin) -> None:
             module.dropout_prob = 0.0
 
 
+def check_prior_folder(folder: RunFolder, resolved: dict, resume: bool) -> None:
+    """Refuse, changing nothing, a training that would overwrite a trained prior or mix with another run."""
+    output, checkpoint_path = folder.path, folder.path / CHECKPOINT_FILE
+    if (output / PRIOR_FILE).exists():
+        raise LatentDistillError(f"{output / PRIOR_FILE} exists: this prior is trained; choose another output_dir (nothing was overwritten)")
+    if checkpoint_path.exists() and not resume:
+        raise LatentDistillError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another output_dir")
+    if checkpoint_path.exists():
+        saved = json.loads(read_safetensors(checkpoint_path)[1].get("config", "{}"))
+        key = changed_key(saved, resolved, PRIOR_FIXED, PRIOR_MAY_CHANGE)
+        if key:
+            raise LatentDistillError(f"cannot resume {checkpoint_path}: config key {describe_change(key, saved, resolved)} "
+                                     "differs from the saved run (nothing was changed)")
+
+
 def train_prior(
-    config: RunConfig,
+    settings: TrainPriorConfig,
+    seed: int,
+    precision: str,
+    folder: RunFolder,
+    resolved: dict,
     latents: torch.Tensor,
     labels: torch.Tensor,
     train_rows: torch.Tensor,
@@ -107,16 +122,12 @@ def train_prior(
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Train, checkpoint and save the prior into ``config.output_dir``; returns that folder."""
-    settings = config.train_prior
-    output = Path(config.output_dir)
-    if (output / PRIOR_FILE).exists():
-        raise LatentDistillError(f"{output / PRIOR_FILE} exists: this prior is trained; choose another output_dir (nothing was overwritten)")
+    """Train, checkpoint and save the prior into the run folder (checked with ``check_prior_folder`` and
+    locked by the caller); returns that folder."""
+    output = folder.path
     checkpoint_path = output / CHECKPOINT_FILE
-    if checkpoint_path.exists() and not resume:
-        raise LatentDistillError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another output_dir")
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")
+    check_prior_folder(folder, resolved, resume)
+    folder.write_config(resolved)
     num_classes = len(classes)
     channels, size = latents.shape[1], latents.shape[-1]
 
@@ -129,7 +140,7 @@ def train_prior(
     validation_latents = ((latents[validation].float() - shift) * scale).to(device)
     validation_labels = labels[validation].to(device)
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
     model = build_denoiser_model(settings, channels, size, num_classes).to(device)
     _without_internal_dropout(model)
     ema = {name: value.detach().clone() for name, value in model.state_dict().items()}
@@ -137,12 +148,8 @@ def train_prior(
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     learning_rate = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
     start = 0
-    resolved = config_to_dict(config)
     if resume and checkpoint_path.exists():
         tensors, metadata = read_safetensors(checkpoint_path)
-        saved = json.loads(metadata.get("config", "{}"))
-        if _fixed(saved.get("train_prior", {})) != _fixed(resolved["train_prior"]) or saved.get("seed") != config.seed:
-            raise LatentDistillError(f"cannot resume {checkpoint_path}: config section 'train_prior' or 'seed' differs from the saved run")
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         ema = {k[len("ema."):]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")}
         optimizer.load_state_dict(optimizer_state(tensors, metadata["optimizer_param_groups"]))
@@ -154,8 +161,8 @@ def train_prior(
     def validation_loss() -> float:
         """Held-out loss with fixed timesteps and noise, comparable across checkpoints."""
         model.eval()
-        generator = torch.Generator().manual_seed(config.seed)
-        with torch.no_grad(), autocast(device, config.precision):
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad(), autocast(device, precision):
             loss = diffusion_loss(model, scheduler, validation_latents, validation_labels, generator, 0.0, num_classes)
         model.train()
         return float(loss)
@@ -175,9 +182,9 @@ def train_prior(
     started = time.perf_counter()
     running = None
     for step in bar:
-        generator = torch.Generator().manual_seed(iteration_seed(config.seed, step))
+        generator = torch.Generator().manual_seed(iteration_seed(seed, step))
         rows = torch.randint(len(train_latents), (settings.batch_size,), generator=generator).to(device)
-        with autocast(device, config.precision):
+        with autocast(device, precision):
             loss = diffusion_loss(model, scheduler, train_latents[rows], train_labels[rows], generator,
                                   settings.class_dropout, num_classes)
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,195 @@
+"""A run folder: the one place that knows what each file in ``output_dir`` is, when a run may start or
+resume there, and who holds it.
+
+| file | written by | what it is |
+|---|---|---|
+| ``config.yaml`` | distill, evaluate, train-prior, sr-train | the resolved config, written once the run is accepted |
+| ``distill_log.jsonl`` | distill | one JSON line per iteration (loss, seconds) |
+| ``checkpoint.safetensors`` | distill | the latents, optimiser state and iteration (atomic) |
+| ``distilled.safetensors`` | distill | the exported set: once written, the run is finished and never rewritten |
+| ``grid.png`` | distill | the decoded set, one row per class |
+| ``report.json`` | evaluate | the evaluation; never overwritten (a new evaluation takes a new folder) |
+| ``.lock`` | every verb that writes here | held (``flock``) while a process works in the folder |
+
+A command that is refused changes nothing here: every check reads, and only an accepted run writes.
+The lock is an advisory ``flock`` on ``.lock``: the kernel drops it when its process dies, so a lock
+left by a killed run is taken over by the next one, and a second live process is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import yaml
+from safetensors import SafetensorError, safe_open
+
+from latentdistill.errors import LatentDistillError
+from latentdistill.io import atomic_write_text
+
+# What a resumed distillation must share with the saved run (dotted keys); the run may be extended.
+DISTILL_FIXED = ("seed", "task", "imports", "data", "autoencoder", "prior", "augment", "distill", "buffer",
+                 "precision", "sr")
+DISTILL_MAY_CHANGE = ("distill.iterations", "distill.checkpoint_every", "sr.runs", "sr.baselines", "sr.test")
+
+
+def changed_key(saved: dict, wanted: dict, fixed: Iterable[str], may_change: Iterable[str] = (), prefix: str = "") -> str | None:
+    """The first dotted key under ``fixed`` whose value differs between two resolved configs (or records),
+    ignoring the dotted keys in ``may_change``: the one resume check of every resumable verb."""
+    may_change = tuple(may_change)
+    for key in fixed:
+        name = f"{prefix}{key}"
+        if name in may_change:
+            continue
+        old, new = saved.get(key), wanted.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found = changed_key(old, new, sorted(set(old) | set(new)), may_change, f"{name}.")
+            if found:
+                return found
+        elif old != new:
+            return name
+    return None
+
+
+def describe_change(key: str, saved: dict, wanted: dict) -> str:
+    """``'distill.lr' (0.1 in the saved run, 0.2 now)``."""
+
+    def lookup(values: dict):
+        for part in key.split("."):
+            values = values.get(part) if isinstance(values, dict) else None
+        return values
+
+    return f"'{key}' ({json.dumps(lookup(saved))} in the saved run, {json.dumps(lookup(wanted))} now)"
+
+
+class RunFolder:
+    CONFIG = "config.yaml"
+    LOG = "distill_log.jsonl"
+    CHECKPOINT = "checkpoint.safetensors"
+    DISTILLED = "distilled.safetensors"
+    GRID = "grid.png"
+    REPORT = "report.json"
+    LOCK = ".lock"
+
+    def __init__(self, path: str | Path):
+        if not str(path).strip():
+            raise LatentDistillError("config key 'output_dir' is empty: name the run folder")
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def log(self) -> Path:
+        return self.path / self.LOG
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def distilled(self) -> Path:
+        return self.path / self.DISTILLED
+
+    @property
+    def grid(self) -> Path:
+        return self.path / self.GRID
+
+    @property
+    def report(self) -> Path:
+        return self.path / self.REPORT
+
+    # --- may a run start here? (read-only checks) ---------------------------------------------
+
+    def check_distill(self, resolved: dict, resume: bool) -> None:
+        """Refuse, changing nothing, a distillation that would overwrite or mix with another run."""
+        if self.distilled.exists():
+            if resume:
+                raise LatentDistillError(
+                    f"{self.path} holds a finished run ({self.DISTILLED}); --resume never rewrites it. To distill "
+                    f"longer, copy its {self.CHECKPOINT} into a new output_dir and resume there")
+            raise LatentDistillError(f"{self.distilled} already exists: choose another output_dir (nothing was overwritten)")
+        if not self.checkpoint.exists():
+            return
+        if not resume:
+            raise LatentDistillError(f"{self.checkpoint} exists: pass --resume to continue that run, or choose another output_dir")
+        saved = self.saved_config()
+        key = changed_key(saved, resolved, DISTILL_FIXED, DISTILL_MAY_CHANGE)
+        if key:
+            raise LatentDistillError(f"cannot resume {self.checkpoint}: config key {describe_change(key, saved, resolved)} "
+                                     "differs from the saved run (nothing was changed)")
+
+    def saved_config(self) -> dict:
+        """The resolved config stored in the checkpoint's metadata."""
+        try:
+            with safe_open(self.checkpoint, framework="pt") as file:
+                return json.loads((file.metadata() or {})["config"])
+        except (SafetensorError, OSError, ValueError, KeyError) as error:
+            raise LatentDistillError(f"checkpoint {self.checkpoint} is unreadable ({type(error).__name__}): "
+                                     "delete it to start over") from None
+
+    def check_report(self) -> None:
+        if self.report.exists():
+            raise LatentDistillError(f"{self.report} already exists: choose another output_dir (nothing was overwritten)")
+
+    # --- the accepted run's files -------------------------------------------------------------
+
+    def write_config(self, resolved: dict) -> None:
+        atomic_write_text(self.config, yaml.safe_dump(resolved, sort_keys=False))
+
+    def append_log(self, record: dict) -> None:
+        with open(self.log, "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def truncate_log(self, iteration: int) -> None:
+        """Keep the log lines up to ``iteration``: later ones belong to work a killed run never saved."""
+        if not self.log.exists():
+            return
+        kept = []
+        for line in self.log.read_text().splitlines():
+            try:
+                if json.loads(line)["iteration"] <= iteration:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the kill
+        atomic_write_text(self.log, "".join(kept))
+
+    def distill_minutes(self) -> float:
+        """Time spent in the distillation loop, summed over every session of a (resumed) run."""
+        if not self.log.exists():
+            return 0.0
+        seconds = 0.0
+        for line in self.log.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                seconds += json.loads(line)["seconds"]
+        return seconds / 60
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for this process; a second live process is refused in one line."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise LatentDistillError(f"cannot write run folder {self.path}: {error.strerror or error}") from None
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(handle, 200, 0).decode(errors="replace").strip() or "unknown"
+                raise LatentDistillError(f"run folder {self.path} is in use by another process ({holder}): "
+                                         "wait for it to finish or choose another output_dir") from None
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(handle)  # closing drops the flock

@@ -1,0 +1,48 @@
+"""The interface every task offers the workflows, and the registry of tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from latentdistill.config import RunConfig
+from latentdistill.distill.loop import MatchingProblem
+from latentdistill.distill.objective import ObjectiveSetup
+from latentdistill.export import DistilledSet
+from latentdistill.registry import Registry
+
+TASKS = Registry("task", "task")
+
+
+class Task(Protocol):
+    name: str
+    export_batch: int  # decode the export this many latents at a time; 0: the whole set at once
+
+    def prepare(self, autoencoder, device: torch.device, progress: bool = True) -> Any:
+        """Read (or build) the cached data the task distils from; returns the task's own data record."""
+
+    def check_prior(self, prior_name: str) -> None:
+        """Refuse a prior the task cannot use."""
+
+    def summary(self, data: Any) -> str:
+        """One line on what ``prepare`` made, for ``latentdistill encode``."""
+
+    def classes(self, data: Any) -> list[str]: ...
+
+    def matching_problem(self, data: Any, device: torch.device) -> MatchingProblem: ...
+
+    def objective_setup(self, data: Any) -> ObjectiveSetup: ...
+
+    def export_metadata(self, data: Any) -> dict: ...
+
+    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
+        """Train fresh networks on the set and on its baselines; the report (JSON-ready)."""
+
+    def table(self, report: dict) -> str:
+        """The report as a markdown table, as the CLI prints it."""
+
+
+def build_task(config: RunConfig) -> Task:
+    return TASKS.build(config.task, config)

@@ -1,0 +1,221 @@
+"""Task ``classification``: class folders, cross-entropy, accuracy on the real test split.
+
+Data: the train split's latent cache (images, labels, latents) and the test split's image cache, with
+validation images carved from train. Distillation matches, per class, a network's cross-entropy
+gradients (gm), features (dm) or trajectories (mtt). Evaluation trains fresh classifiers on the set and
+on random real subsets of the same size, and tests them once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from latentdistill import nets
+from latentdistill.autoencoders import load_autoencoder
+from latentdistill.config import RunConfig, config_to_dict
+from latentdistill.data.image_folder import ImageFolder, split_train_validation
+from latentdistill.data.latent_cache import LatentCache, encode_dataset
+from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.loop import MatchingProblem
+from latentdistill.distill.objective import ObjectiveSetup
+from latentdistill.distill.synthetic import initial_synthetic_set
+from latentdistill.errors import LatentDistillError
+from latentdistill.evaluate.classification import BaselineCache, evaluate_classification, markdown_table, network_names
+from latentdistill.export import DistilledSet
+from latentdistill.runtime import Normalize, resolve_device
+from latentdistill.tasks.base import TASKS
+
+# Baseline accuracies (random real, full data) kept beside the train latent cache and reused.
+BASELINES_FILE = "baselines.json"
+
+
+class CrossEntropy:
+    """The classification criterion the objectives match: cross-entropy, and the classifier's features."""
+
+    def loss(self, net, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(net(images), labels)
+
+    def embed(self, net, images: torch.Tensor) -> torch.Tensor:
+        return net.embed(images)
+
+
+@dataclass
+class PreparedData:
+    train: LatentCache
+    test: LatentCache
+    train_rows: torch.Tensor
+    validation_rows: torch.Tensor
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
+
+
+def safe_tag(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+@TASKS.register("classification")
+class ClassificationTask:
+    name = "classification"
+    export_batch = 0  # the set is small, and a diffusion prior's fixed noise is drawn for the whole set
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+
+    # --- data -----------------------------------------------------------------------------------
+
+    def cache_directory(self) -> Path:
+        config = self.config
+        if config.cache.dir:
+            return Path(config.cache.dir)
+        tag = safe_tag(f"{Path(config.autoencoder.name_or_path).name}-{config.autoencoder.subfolder or ''}")
+        return cache_root() / f"{Path(config.data.root).resolve().name}-{config.data.resolution}px-{tag}"
+
+    def prepare(self, autoencoder=None, device: torch.device | None = None, progress: bool = True) -> PreparedData:
+        """Read (or build) the train latent cache and the test image cache, and carve the validation rows."""
+        data = self.config.data
+        if not Path(data.root).is_dir():
+            raise LatentDistillError(
+                f"config key 'data.root': dataset folder not found: {data.root} (relative paths are read from {Path.cwd()})")
+        directory = self.cache_directory()
+        train_folder = ImageFolder.scan(data.root, data.train_split)
+        test_folder = ImageFolder.scan(data.root, data.test_split, classes=train_folder.classes)
+        common = dict(shard_size=self.config.cache.shard_size, batch_size=self.config.cache.batch_size,
+                      skip_bad=data.skip_bad, progress=progress)
+        train = encode_dataset(train_folder, autoencoder, data.resolution, directory / data.train_split, **common)
+        test = encode_dataset(test_folder, None, data.resolution, directory / data.test_split, **common)
+        for cache in (train, test):
+            if cache.meta["skipped"]:
+                print(f"skipped {len(cache.meta['skipped'])} unreadable images in {cache.directory} (listed in its meta.json)")
+        train_rows, validation_rows = split_train_validation(train.labels, data.val_per_class, data.split_seed, train.classes)
+        return PreparedData(train, test, train_rows, validation_rows)
+
+    def summary(self, data: PreparedData) -> str:
+        return (f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
+                f"{data.test.directory} ({len(data.test.labels)} test images)")
+
+    def classes(self, data: PreparedData) -> list[str]:
+        return data.classes
+
+    def check_prior(self, prior_name: str) -> None:
+        return None
+
+    def normalize(self) -> Normalize:
+        return Normalize(self.config.data.mean, self.config.data.std)
+
+    # --- distillation ---------------------------------------------------------------------------
+
+    def matching_problem(self, data: PreparedData, device: torch.device) -> MatchingProblem:
+        config, settings = self.config, self.config.distill
+        if data.train.latents is None:
+            raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
+        nets.build(settings.net, num_classes=2, resolution=config.data.resolution, task="classification",
+                   width=settings.net_width, depth=settings.net_depth)  # a bad name fails before the loop
+        normalize = self.normalize().to(device)
+        num_classes = len(data.classes)
+        # Real images: normalised once, grouped by class, only the rows outside the validation split.
+        # Trajectory matching compares with expert trajectories instead, and needs none.
+        real_by_class = {}
+        for label in range(num_classes if settings.objective != "mtt" else 0):
+            rows = data.train_rows[data.train.labels[data.train_rows] == label]
+            real_by_class[label] = normalize(data.train.images[rows].to(device).float() / 255)
+        start = initial_synthetic_set(data.train.latents, data.train.labels, data.train_rows, num_classes, settings.ipc,
+                                      settings.init, config.seed)
+        resolution = data.train.images.shape[-1]
+
+        def matching_network():
+            return nets.build(settings.net, num_classes=num_classes, resolution=resolution, width=settings.net_width,
+                              depth=settings.net_depth)
+
+        return MatchingProblem(num_classes, real_by_class, lambda batch: batch, start, matching_network, CrossEntropy(),
+                               normalize)
+
+    def objective_setup(self, data: PreparedData) -> ObjectiveSetup:
+        settings = self.config.distill
+        expects = {"net": settings.net, "width": settings.net_width, "depth": settings.net_depth,
+                   "resolution": self.config.data.resolution}
+        return ObjectiveSetup(settings, DifferentiableAugment(self.config.augment), CrossEntropy(), self.config.precision,
+                              self.buffer_directory(), expects)
+
+    def export_metadata(self, data: PreparedData) -> dict:
+        return {"dataset": Path(self.config.data.root).resolve().name, "classes": data.classes,
+                "ipc": self.config.distill.ipc}
+
+    # --- expert buffers (trajectory matching) -----------------------------------------------------
+
+    def buffer_directory(self) -> Path:
+        """``buffer.dir``, or outputs/buffers/<dataset>-<resolution>px-<net> when it is empty."""
+        config, settings = self.config, self.config.distill
+        if config.buffer.dir:
+            return Path(config.buffer.dir)
+        net = settings.net + (f"-w{settings.net_width}" if settings.net_width else "") + (
+            f"-d{settings.net_depth}" if settings.net_depth else "")
+        return Path("outputs/buffers") / f"{Path(config.data.root).resolve().name}-{config.data.resolution}px-{net}"
+
+    def buffer_meta(self) -> dict:
+        """The protocol that trains the experts, as recorded in (and checked against) the buffer's meta.json."""
+        config, b, d = self.config, self.config.buffer, self.config.distill
+        return {"net": d.net, "width": d.net_width, "depth": d.net_depth, "resolution": config.data.resolution,
+                "dataset": Path(config.data.root).resolve().name, "experts": b.experts, "epochs": b.epochs, "lr": b.lr,
+                "momentum": b.momentum, "weight_decay": b.weight_decay, "batch_size": b.batch_size,
+                "augment": config.augment.strategy if b.augment else "none", "seed": config.seed,
+                "precision": config.precision, "mean": config.data.mean, "std": config.data.std}
+
+    # --- evaluation -------------------------------------------------------------------------------
+
+    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
+        config = self.config
+        device = resolve_device(config.device)
+        unknown = [name for name in network_names(config.evaluate) if name not in nets.names("classification")]
+        if unknown:
+            raise LatentDistillError(f"config key 'evaluate.nets': unknown network '{unknown[0]}' "
+                                     f"(known: {', '.join(nets.names('classification'))})")
+        autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
+        data = self.prepare(autoencoder, device, progress=progress)  # the train cache is the autoencoder's
+        if data.classes != distilled.classes:
+            raise LatentDistillError(f"{source} was distilled for classes {distilled.classes}, the dataset at "
+                                     f"{config.data.root} (config key 'data.root') has {data.classes}")
+        resolution = distilled.images.shape[-1]
+        if resolution != config.data.resolution:
+            raise LatentDistillError(f"{source} holds {resolution}px images; config key 'data.resolution' is "
+                                     f"{config.data.resolution}: set data.resolution={resolution}")
+        augment = DifferentiableAugment(config.augment) if config.evaluate.augment else None
+        resolved = config_to_dict(config)
+        report = evaluate_classification(
+            distilled.images, distilled.labels, data.train.images, data.train.labels, data.train_rows,
+            data.validation_rows, data.test.images, data.test.labels, len(data.classes), config.evaluate,
+            self.normalize().to(device), augment, seed=config.seed, device=device, precision=config.precision,
+            progress=progress,
+            baselines=BaselineCache(data.train.directory / BASELINES_FILE if config.evaluate.reuse_baselines else None),
+            protocol_key={"data": resolved["data"], "augment": resolved["augment"], "augmented": config.evaluate.augment,
+                          "device": device.type, "fingerprint": data.train.meta.get("fingerprint")},
+        )
+        evaluation = config.evaluate
+        return {
+            "dataset": distilled.metadata.get("dataset", Path(config.data.root).name),
+            "ipc": report.pop("ipc"),
+            "protocol": {
+                "nets": network_names(evaluation), "epochs": evaluation.epochs, "lr": evaluation.lr,
+                "momentum": evaluation.momentum, "weight_decay": evaluation.weight_decay,
+                "batch_size": evaluation.batch_size, "lr_schedule": "x0.1 at half",
+                "augment": config.augment.strategy if evaluation.augment else "none",
+                "precision": config.precision, "selection": "none: last epoch, tested once",
+                "test_split": config.data.test_split, "device": str(device),
+                "full_data_epochs": evaluation.full_epochs if evaluation.full_data else None,
+            },
+            **report,
+        }
+
+    def table(self, report: dict) -> str:
+        return markdown_table(report)

@@ -1,0 +1,271 @@
+"""Task ``sr``: a super-resolution training set of HR patches, judged by the PSNR/SSIM of SR networks.
+
+SR data has no classes, so k-means over the real patch latents stands in for them (patches of one
+cluster share texture and structure). The objectives see the reconstruction loss in place of
+cross-entropy: for an HR patch x, an SR network sees down(x) (torch's differentiable bicubic) and is
+judged by L1(SR(down(x)), x). The synthetic set is large (a percentage of the training patches), so a
+matching step decodes only a batch of each pseudo-class's latents (``sr.synthetic_batch``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from latentdistill import nets
+from latentdistill.config import RunConfig
+from latentdistill.data.super_resolution import downsample, extract_patches, list_images, load_hr_images
+from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.loop import MatchingProblem
+from latentdistill.distill.objective import ObjectiveSetup
+from latentdistill.distill.synthetic import SyntheticSet, kmeans
+from latentdistill.errors import LatentDistillError
+from latentdistill.evaluate.classification import BaselineCache
+from latentdistill.evaluate.super_resolution import (
+    evaluate_sr,
+    make_lr_patches,
+    patch_losses,
+    pruned_subset,
+    sr_table,
+    summarize_sr,
+    train_sr,
+)
+from latentdistill.export import DistilledSet
+from latentdistill.io import atomic_save_file, read_safetensors
+from latentdistill.runtime import resolve_device
+from latentdistill.tasks.base import TASKS
+from latentdistill.tasks.classification import cache_root, safe_tag
+
+
+class Reconstruction:
+    """The SR criterion: L1 between SR(down(x)) and x, and the SR network's features of down(x)."""
+
+    def __init__(self, scale: int):
+        self.scale = scale
+
+    def loss(self, net, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return F.l1_loss(net(downsample(images, self.scale)).float(), images)
+
+    def embed(self, net, images: torch.Tensor) -> torch.Tensor:
+        return net.features(downsample(images, self.scale)).flatten(1)
+
+
+@dataclass
+class SRData:
+    patches: torch.Tensor  # (N, 3, P, P) uint8 HR patches of the pool the distillation draws from
+    latents: torch.Tensor  # (N, C, h, w) their encodings
+    pseudo_labels: torch.Tensor  # (N,) k-means cluster of each latent
+    training_patches: int  # all the training patches (the budget is a fraction of these)
+
+
+def synthetic_counts(labels: torch.Tensor, classes: int, total: int) -> list[int]:
+    """Split ``total`` synthetic patches over the pseudo-classes in proportion to their sizes (at least one
+    each, largest remainders first), so the distilled set keeps the data's mix of textures."""
+    sizes = torch.bincount(labels, minlength=classes).double()
+    exact = sizes / sizes.sum() * total
+    counts = exact.floor().long().clamp(min=1)
+    for index in torch.argsort(exact - exact.floor(), descending=True).tolist():
+        if int(counts.sum()) >= total:
+            break
+        counts[index] += 1
+    return [min(int(c), int(s)) for c, s in zip(counts, sizes)]
+
+
+def initial_sr_set(latents: torch.Tensor, labels: torch.Tensor, classes: int, total: int, seed: int) -> SyntheticSet:
+    """Encoded real patches, drawn at random within each pseudo-class."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for label, count in enumerate(synthetic_counts(labels, classes, total)):
+        candidates = torch.nonzero(labels == label).flatten()
+        rows.append(candidates[torch.randperm(len(candidates), generator=generator)[:count]])
+    rows = torch.cat(rows)
+    return SyntheticSet(latents[rows].clone().float(), labels[rows].clone())
+
+
+@TASKS.register("sr")
+class SuperResolutionTask:
+    name = "sr"
+    export_batch = 64
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.sr = config.sr
+
+    # --- data -----------------------------------------------------------------------------------
+
+    def cache_root(self) -> Path:
+        return Path(self.config.cache.dir) if self.config.cache.dir else cache_root()
+
+    def fingerprint(self) -> str:
+        files = [path for folder in self.sr.train for path in list_images(folder)]
+        return hashlib.sha256(json.dumps([[str(p.name), p.stat().st_size] for p in files]).encode()).hexdigest()[:16]
+
+    def _prefix(self) -> str:
+        return f"sr-{self.fingerprint()}-{self.sr.patch_size}px-s{self.sr.stride}"
+
+    def training_patches(self) -> torch.Tensor:
+        return extract_patches(load_hr_images(self.sr.train), self.sr.patch_size, self.sr.stride)
+
+    def patch_difficulty(self, patches: torch.Tensor, device: torch.device, progress: bool = True) -> torch.Tensor:
+        """Each training patch's L1 under an SRCNN trained on all of them (the ranking of loss-based pruning).
+        Cached beside the latents: it depends on the patches, the scale and the SR protocol, not on a run."""
+        sr = self.sr
+        key = json.dumps({"ranker": "srcnn", "scale": sr.scale, "iterations": sr.iterations, "batch_size": sr.batch_size,
+                          "lr": sr.lr, "augment": sr.augment, "seed": self.config.seed, "patches": len(patches)}, sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        path = self.cache_root() / f"{self._prefix()}-x{sr.scale}-difficulty-{digest}.safetensors"
+        if path.is_file():
+            tensors, metadata = read_safetensors(path, "SR difficulty cache")
+            if metadata.get("key") == key and "loss" in tensors:
+                return tensors["loss"]
+        lr = make_lr_patches(patches, sr.scale)
+        ranker = train_sr(lr, patches, sr, self.config.seed, device, net="srcnn", progress=progress)
+        losses = patch_losses(ranker, lr, patches, device)
+        atomic_save_file({"loss": losses.contiguous()}, path, metadata={"key": key})
+        return losses
+
+    def prepare(self, autoencoder, device: torch.device | None = None, progress: bool = True) -> SRData:
+        """HR patches of ``sr.train`` (or of their loss-pruned pool, ``sr.pool`` < 1), their latents (cached:
+        encoding is the slow part) and k-means pseudo-labels."""
+        sr = self.sr
+        if sr.patch_size % sr.scale or sr.patch_size % 8:
+            raise LatentDistillError(f"config key 'sr.patch_size': {sr.patch_size} must be a multiple of sr.scale ({sr.scale}) and of 8")
+        if not sr.budget <= sr.pool <= 1:
+            raise LatentDistillError(f"config key 'sr.pool': {sr.pool} must lie between sr.budget ({sr.budget}) and 1")
+        patches = self.training_patches()
+        cache = self.cache_root() / f"{self._prefix()}-{safe_tag(Path(self.config.autoencoder.name_or_path).name)}.safetensors"
+        latents = None
+        if cache.is_file():
+            tensors, metadata = read_safetensors(cache, "SR latent cache")
+            if metadata.get("autoencoder") == json.dumps(autoencoder.spec()) and len(tensors.get("latents", ())) == len(patches):
+                latents = tensors["latents"]
+        if latents is None:
+            latents = autoencoder.encode_batched(patches.float() / 255, batch_size=64)
+            atomic_save_file({"latents": latents.contiguous()}, cache, metadata={"autoencoder": json.dumps(autoencoder.spec())})
+        training_patches = len(patches)
+        if sr.pool < 1:
+            losses = self.patch_difficulty(patches, device or torch.device("cpu"), progress)
+            rows = pruned_subset(losses, max(1, round(sr.pool * training_patches)), sr.prune_drop)
+            patches, latents = patches[rows], latents[rows]
+        _, pseudo_labels = kmeans(latents.flatten(1), sr.pseudo_classes, torch.Generator().manual_seed(self.config.seed))
+        return SRData(patches, latents, pseudo_labels, training_patches)
+
+    def summary(self, data: SRData) -> str:
+        return (f"SR patches: {data.training_patches} training patches, {len(data.patches)} in the pool, "
+                f"latents cached in {self.cache_root()}")
+
+    def classes(self, data: SRData) -> list[str]:
+        return [f"cluster_{c}" for c in range(self.sr.pseudo_classes)]
+
+    def check_prior(self, prior_name: str) -> None:
+        if prior_name != "vae":
+            raise LatentDistillError(f"config key 'prior.name': task sr decodes its latents directly (prior 'vae'), not '{prior_name}'")
+
+    # --- distillation ---------------------------------------------------------------------------
+
+    def matching_problem(self, data: SRData, device: torch.device) -> MatchingProblem:
+        sr, settings = self.sr, self.config.distill
+        classes = int(data.pseudo_labels.max()) + 1
+        total = max(classes, round(sr.budget * data.training_patches))
+        if total > len(data.patches):
+            raise LatentDistillError(f"the pool holds {len(data.patches)} patches, fewer than the {total} to distil "
+                                     "(config keys 'sr.pool', 'sr.budget')")
+        if settings.objective == "mtt":
+            raise LatentDistillError("config key 'distill.objective': task sr has no expert buffers for 'mtt' (use gm or dm)")
+        start = initial_sr_set(data.latents, data.pseudo_labels, classes, total, self.config.seed)
+        real_by_class = {c: data.patches[data.pseudo_labels == c] for c in range(classes)}
+
+        def prepare_real(batch: torch.Tensor) -> torch.Tensor:
+            return batch.to(device).float() / 255
+
+        def matching_network():
+            return nets.build(sr.net, scale=sr.scale, task="sr")
+
+        return MatchingProblem(classes, real_by_class, prepare_real, start, matching_network, Reconstruction(sr.scale),
+                               lambda images: images.float(), synthetic_batch=sr.synthetic_batch)
+
+    def objective_setup(self, data: SRData) -> ObjectiveSetup:
+        # No DSA: flips and crops of SR patches change what the network must reconstruct.
+        no_augment = DifferentiableAugment(type(self.config.augment)(strategy="none"))
+        return ObjectiveSetup(self.config.distill, no_augment, Reconstruction(self.sr.scale), self.config.precision)
+
+    def export_metadata(self, data: SRData) -> dict:
+        sr = self.sr
+        return {"classes": self.classes(data), "dataset": [Path(folder).name for folder in sr.train], "scale": sr.scale,
+                "patch_size": sr.patch_size, "budget": sr.budget, "real_patches": data.training_patches,
+                "pool": sr.pool, "pool_patches": len(data.patches)}
+
+    # --- evaluation -------------------------------------------------------------------------------
+
+    def test_sets(self) -> dict[str, list[torch.Tensor]]:
+        return {Path(folder).name: load_hr_images(folder) for folder in self.sr.test}
+
+    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
+        """Train ``sr.runs`` SR networks on the distilled patches and on each baseline of the same size, with
+        one protocol; PSNR/SSIM (Y, border = scale) on every test set."""
+        sr, seed = self.sr, self.config.seed
+        device = resolve_device(self.config.device)
+        if distilled.images.shape[-1] % sr.scale:
+            raise LatentDistillError(f"{source} holds {distilled.images.shape[-1]}px patches, not a multiple of "
+                                     f"config key 'sr.scale' ({sr.scale})")
+        real = self.training_patches()
+        count = len(distilled.images)
+        tests = self.test_sets()
+        # Baselines do not depend on the distilled set: kept beside the latent cache and reused by every later
+        # evaluation with the same data, size, protocol, seed and device type.
+        baselines = BaselineCache(self.cache_root() / f"sr-{self.fingerprint()}-baselines.json"
+                                  if self.config.evaluate.reuse_baselines else None)
+        protocol = {"scale": sr.scale, "net": sr.net, "patch_size": sr.patch_size, "stride": sr.stride,
+                    "iterations": sr.iterations, "batch_size": sr.batch_size, "lr": sr.lr, "augment": sr.augment,
+                    "runs": sr.runs, "seed": seed, "tests": [str(Path(t).resolve()) for t in sr.test], "device": device.type}
+        choices = {
+            "full": lambda: real,
+            "random": lambda: real[torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:count]],
+            "pruned": lambda: real[pruned_subset(self.patch_difficulty(real, device, progress), count, sr.prune_drop)],
+        }
+        started = time.perf_counter()
+        results: dict[str, dict] = {}
+        patches_used: dict[str, int] = {}
+        reused: list[str] = []
+        for name in ["distilled"] + [b for b in sr.baselines if b in choices]:
+            key = json.dumps({"set": name, "count": len(real) if name == "full" else count,
+                              "prune_drop": sr.prune_drop if name == "pruned" else None, **protocol}, sort_keys=True)
+            if name != "distilled" and (saved := baselines.get(key)) is not None:
+                results[name], patches_used[name] = saved["results"], saved["patches"]
+                reused.append(name)
+                continue
+            hr = distilled.images if name == "distilled" else choices[name]()
+            lr = make_lr_patches(hr, sr.scale)
+            per_test: dict[str, dict] = {}
+            for run in range(sr.runs):
+                model = train_sr(lr, hr, sr, seed * 1000 + run, device, progress=progress)
+                for test_name, images in tests.items():
+                    scores = evaluate_sr(model, images, sr.scale, device)
+                    entry = per_test.setdefault(test_name, {"psnr": [], "ssim": []})
+                    entry["psnr"].append(scores["psnr"])
+                    entry["ssim"].append(scores["ssim"])
+            results[name], patches_used[name] = per_test, len(hr)
+            if name != "distilled":
+                baselines.put(key, {"results": per_test, "patches": len(hr)})
+        if "bicubic" in sr.baselines:
+            results["bicubic"] = {name: {k: [v] for k, v in evaluate_sr("bicubic", images, sr.scale).items() if k != "images"}
+                                  for name, images in tests.items()}
+        return {
+            "task": "sr", "scale": sr.scale, "net": sr.net, "patches": patches_used, "budget": count / len(real),
+            "protocol": {"iterations": sr.iterations, "batch_size": sr.batch_size, "lr": sr.lr, "loss": "L1",
+                         "optimizer": "Adam", "augment": "flips, 90-degree rotations" if sr.augment else "none",
+                         "patch_size": sr.patch_size, "runs": sr.runs, "device": str(device),
+                         "metrics": "PSNR/SSIM on Y (BT.601), border = scale, LR by PIL bicubic"},
+            "minutes": round((time.perf_counter() - started) / 60, 2), "reused_baselines": reused,
+            "results": {name: {test: summarize_sr(values) for test, values in per_test.items()}
+                        for name, per_test in results.items()},
+        }
+
+    def table(self, report: dict) -> str:
+        return sr_table(report)
