@@ -25,7 +25,7 @@ from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.gradient_matching import GradientMatching, gradient_distance
 from latentdistill.distill.synthetic import initial_synthetic_set
 from latentdistill.runtime import Normalize, set_threads
-from latentdistill.workflows import prepare_data
+from latentdistill.tasks.classification import ClassificationTask, CrossEntropy
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     config = load_config(args.config, args.overrides)
     set_threads(config.threads)
     autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
-    data = prepare_data(config, autoencoder, progress=False)
+    data = ClassificationTask(config).prepare(autoencoder, torch.device("cpu"), progress=False)
     classes = len(data.classes)
     settings = config.distill
     normalize = Normalize(config.data.mean, config.data.std)
@@ -46,7 +46,7 @@ def main() -> None:
     latents = synthetic.latents.clone().requires_grad_(True)
     rows_by_class = {c: data.train_rows[data.train.labels[data.train_rows] == c] for c in range(classes)}
     real_by_class = {c: normalize(data.train.images[rows_by_class[c]].float() / 255) for c in range(classes)}
-    objective = GradientMatching(augment, precision=config.precision)
+    objective = GradientMatching(augment, CrossEntropy(), precision=config.precision)
 
     def baseline(net, picks, params):
         total = latents.new_zeros(())
@@ -66,7 +66,8 @@ def main() -> None:
 
     def ours(net, picks, params):
         images = normalize(autoencoder.decode(latents))
-        loss = objective.loss(net, {c: real_by_class[c][picks[c]] for c in range(classes)}, images, synthetic.labels, params)
+        synthetic_by_class = {c: images[synthetic.labels == c] for c in range(classes)}
+        loss = objective.loss(net, {c: real_by_class[c][picks[c]] for c in range(classes)}, synthetic_by_class, params)
         loss.backward()
         return float(loss.detach())
 

@@ -1,5 +1,5 @@
 """What the autograd graph of an unrolled MTT student keeps between steps, with and without
-``syn_steps_per_checkpoint`` (exact bytes, independent of the allocator):
+``syn_steps_per_recompute`` (exact bytes, independent of the allocator):
 
     python benchmarks/mtt_graph_bytes.py --width 32 --images 20 --steps 10 20 40
 
@@ -19,6 +19,7 @@ from latentdistill.config import AugmentConfig
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.buffer import flat_parameters, parameter_layout
 from latentdistill.distill.trajectory_matching import student_steps
+from latentdistill.tasks.classification import CrossEntropy
 
 
 def saved_megabytes(steps: int, checkpointed: bool, width: int, images: int) -> float:
@@ -26,6 +27,7 @@ def saved_megabytes(steps: int, checkpointed: bool, width: int, images: int) -> 
     net = nets.build("convnet", 10, resolution=32, width=width)
     layout = parameter_layout(net)
     augment = DifferentiableAugment(AugmentConfig(strategy="none"))
+    criterion = CrossEntropy()
     synthetic = torch.randn(images, 3, 32, 32, requires_grad=True)
     labels = torch.arange(10).repeat_interleave(images // 10)
     rows = [torch.arange(images)]
@@ -39,7 +41,7 @@ def saved_megabytes(steps: int, checkpointed: bool, width: int, images: int) -> 
     parameters = flat_parameters(net).requires_grad_(True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         for _ in range(steps):
-            arguments = (net, layout, parameters, synthetic, labels, rows, [None], lr, augment)
+            arguments = (net, layout, parameters, synthetic, labels, rows, [None], lr, augment, criterion)
             parameters = checkpoint(student_steps, *arguments, use_reentrant=False) if checkpointed else student_steps(*arguments)
     return sum(sizes) / 1e6
 

@@ -26,10 +26,11 @@ from latentdistill import nets
 from latentdistill.autoencoders import load_autoencoder
 from latentdistill.config import load_config
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.buffer import buffer_directory, load_buffer
+from latentdistill.distill.buffer import load_buffer
 from latentdistill.distill.objective import IterationContext
 from latentdistill.distill.trajectory_matching import TrajectoryMatching
 from latentdistill.runtime import Normalize, resolve_device, set_threads
+from latentdistill.tasks.classification import ClassificationTask, CrossEntropy
 
 from memory import peak_resident_bytes, reset_peak_resident, resident_bytes
 
@@ -42,10 +43,10 @@ def one_case(config_path: str, overrides: list[str], syn_steps: int, checkpointi
     device = resolve_device(config.device)
     torch.manual_seed(0)
     autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind).to(device)
-    buffer = load_buffer(buffer_directory(config))
+    buffer = load_buffer(ClassificationTask(config).buffer_directory())
     settings = config.distill
     augment = DifferentiableAugment(config.augment)
-    objective = TrajectoryMatching(augment, buffer, config.precision, syn_steps, settings.expert_epochs,
+    objective = TrajectoryMatching(augment, CrossEntropy(), buffer, config.precision, syn_steps, settings.expert_epochs,
                                    settings.max_start_epoch, settings.syn_batch, settings.syn_lr,
                                    1 if checkpointing else 0)
     objective.synthetic_lr = objective.synthetic_lr.to(device).requires_grad_(True)
@@ -61,10 +62,16 @@ def one_case(config_path: str, overrides: list[str], syn_steps: int, checkpointi
         loss.backward()
         return float(loss.detach())
 
+    def generate() -> torch.Tensor:
+        return normalize(autoencoder.decode(latents))
+
+    def synthetic_batches(generator: torch.Generator) -> dict[int, torch.Tensor]:  # MTT itself calls generate
+        images = generate()
+        return {c: images[labels == c] for c in range(classes)}
+
     def iteration(seed: int) -> None:
-        context = IterationContext(net, torch.Generator().manual_seed(seed),
-                                   lambda: normalize(autoencoder.decode(latents)), lambda g: {}, update, labels,
-                                   classes, augment, device)
+        context = IterationContext(net, torch.Generator().manual_seed(seed), generate, lambda g: {}, synthetic_batches,
+                                   update, labels, classes, device)
         objective.iteration(context)
         latents.grad = None
 

@@ -29,7 +29,7 @@ from latentdistill.distill.gradient_matching import GradientMatching
 from latentdistill.distill.synthetic import initial_synthetic_set
 from latentdistill.priors import build_prior
 from latentdistill.runtime import Normalize, set_threads
-from latentdistill.workflows import prepare_data
+from latentdistill.tasks.classification import ClassificationTask, CrossEntropy
 
 
 def main() -> None:
@@ -45,13 +45,13 @@ def main() -> None:
     config = load_config(args.config, args.overrides)
     set_threads(config.threads)
     autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
-    data = prepare_data(config, autoencoder, progress=False)
+    data = ClassificationTask(config).prepare(autoencoder, torch.device("cpu"), progress=False)
     classes = len(data.classes)
     synthetic = initial_synthetic_set(data.train.latents, data.train.labels, data.train_rows, classes,
                                       config.distill.ipc, "random_real", config.seed)
     normalize = Normalize(config.data.mean, config.data.std)
     augment = DifferentiableAugment(config.augment)
-    objective = GradientMatching(augment, precision=config.precision)
+    objective = GradientMatching(augment, CrossEntropy(), precision=config.precision)
     draws = []
     for draw in range(args.draws):
         generator = torch.Generator().manual_seed(draw)
@@ -71,14 +71,16 @@ def main() -> None:
         for residual in args.residuals:
             for steps in args.steps:
                 overrides = {"steps": steps, "residual": residual, "t_start": t_start}
-                prior_config = type(config.prior)(**{**vars(config.prior), **overrides})
+                prior_config = type(config.prior)(**{**vars(config.prior), "denoising_steps": steps,
+                                                     "residual": residual, "t_start": t_start})
                 prior = build_prior(prior_config, data.classes, config.precision)
                 conditioning = prior.initial_conditioning(synthetic.labels)
                 norms = []
                 for net, real, params in draws:
                     latents = synthetic.latents.clone().requires_grad_(True)
                     images = normalize(autoencoder.decode(prior(latents, conditioning)))
-                    objective.loss(net, real, images, synthetic.labels, params).backward()
+                    synthetic_by_class = {c: images[synthetic.labels == c] for c in range(classes)}
+                    objective.loss(net, real, synthetic_by_class, params).backward()
                     norms.append(float(latents.grad.norm()))
                 row = {**overrides, "z_grad_norm": statistics.mean(norms), "std": statistics.pstdev(norms)}
                 print(json.dumps(row), flush=True)

@@ -30,6 +30,7 @@ from latentdistill.config import AugmentConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.gradient_matching import GradientMatching
 from latentdistill.runtime import Normalize, resolve_device, set_threads
+from latentdistill.tasks.classification import CrossEntropy
 
 from memory import peak_resident_bytes, reset_peak_resident, resident_bytes
 
@@ -54,9 +55,9 @@ def measure(prior, autoencoder, net, objective, real_by_class, latents, conditio
             reset_peak_resident()
             baseline = resident_bytes()
         started = time.perf_counter()
-        images = normalize(autoencoder.decode_checkpointed(prior(latents, conditioning), decode_chunk))
+        images = normalize(autoencoder.decode_recomputed(prior(latents, conditioning), decode_chunk))
         params = objective.augment.sample(len(real_by_class), generator)
-        loss = objective.loss(net, real_by_class, images, labels, params)
+        loss = objective.loss(net, real_by_class, {c: images[labels == c] for c in real_by_class}, params)
         loss.backward()
         if cuda:
             torch.cuda.synchronize()
@@ -74,13 +75,13 @@ def cifar_case(args, steps: int, checkpointing: bool) -> dict:
     from latentdistill.autoencoders import load_autoencoder
     from latentdistill.distill.synthetic import initial_synthetic_set
     from latentdistill.priors import build_prior
-    from latentdistill.workflows import prepare_data
+    from latentdistill.tasks.classification import ClassificationTask
 
-    config = load_config(args.config, [f"prior.steps={steps}", f"prior.steps_per_checkpoint={1 if checkpointing else 0}"])
+    config = load_config(args.config, [f"prior.denoising_steps={steps}", f"prior.steps_per_recompute={1 if checkpointing else 0}"])
     set_threads(config.threads)
     device = resolve_device(config.device)
     autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder).to(device)
-    data = prepare_data(config, autoencoder, progress=False)
+    data = ClassificationTask(config).prepare(autoencoder, device, progress=False)
     classes = len(data.classes)
     prior = build_prior(config.prior, data.classes, config.precision).to(device)
     synthetic = initial_synthetic_set(data.train.latents, data.train.labels, data.train_rows, classes,
@@ -97,7 +98,7 @@ def cifar_case(args, steps: int, checkpointing: bool) -> dict:
     torch.manual_seed(0)
     net = nets.build(config.distill.net, num_classes=classes, resolution=config.data.resolution,
                      width=config.distill.net_width, depth=config.distill.net_depth).to(device)
-    objective = GradientMatching(DifferentiableAugment(config.augment), precision=config.precision)
+    objective = GradientMatching(DifferentiableAugment(config.augment), CrossEntropy(), precision=config.precision)
     return measure(prior, autoencoder, net, objective, real_by_class, synthetic.latents.to(device),
                    conditioning.to(device), synthetic.labels.to(device), normalize, args.iterations, device,
                    config.distill.decode_chunk)
@@ -128,7 +129,7 @@ def dit_xl_parts(args, device: torch.device):
 
     def prior_for(steps: int, checkpointing: bool):
         return DiffusionPrior(denoiser, schedule.alphas_cumprod, steps=steps, t_start=args.t_start, residual="x0",
-                              steps_per_checkpoint=1 if checkpointing else 0, precision=args.precision).to(device)
+                              steps_per_recompute=1 if checkpointing else 0, precision=args.precision).to(device)
 
     return prior_for, autoencoder
 
@@ -145,7 +146,7 @@ def dit_xl_cases(args) -> list[dict]:
                      for c in range(classes)}
     torch.manual_seed(0)
     net = nets.build("convnet", num_classes=classes, resolution=args.resolution, width=128, depth=args.net_depth).to(device)
-    objective = GradientMatching(DifferentiableAugment(AugmentConfig()), precision=args.precision)
+    objective = GradientMatching(DifferentiableAugment(AugmentConfig()), CrossEntropy(), precision=args.precision)
     results = []
     for steps in args.steps:
         for checkpointing in settings(args.checkpointing):

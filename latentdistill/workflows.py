@@ -19,6 +19,7 @@ from latentdistill.autoencoders import load_autoencoder
 from latentdistill.config import RunConfig, config_to_dict
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.buffer import train_experts
+from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.loop import distill
 from latentdistill.distill.objective import build_objective
 from latentdistill.distill.synthetic import ImageGenerator
@@ -35,7 +36,7 @@ from latentdistill.io import atomic_write_text
 from latentdistill.priors import build_prior
 from latentdistill.registry import import_user_modules
 from latentdistill.run_folder import RunFolder
-from latentdistill.runtime import Normalize, Processes, resolve_device, set_threads
+from latentdistill.runtime import Processes, resolve_device, set_threads
 from latentdistill.tasks import build_task
 from latentdistill.tasks.classification import ClassificationTask
 
@@ -168,9 +169,9 @@ def run_buffer(config: RunConfig, progress: bool = True) -> Path:
     data = task.prepare(_autoencoder(config), device, progress=progress)
     augment = DifferentiableAugment(config.augment) if config.buffer.augment else None
     rows, directory = data.train_rows, task.buffer_directory()
-    train_experts(data.train.images[rows], data.train.labels[rows], len(data.classes), directory, task.buffer_meta(),
-                  Normalize(config.data.mean, config.data.std).to(device), augment, config.seed, device, config.precision,
-                  progress=progress)
+    training = ClassifierTraining(data.train.images[rows], data.train.labels[rows], len(data.classes),
+                                  task.normalize().to(device), augment, config.seed, device, config.precision)
+    train_experts(training, directory, task.buffer_meta(), progress=progress)
     RunFolder(directory).write_config(config_to_dict(config))
     return directory
 

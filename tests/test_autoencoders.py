@@ -296,13 +296,13 @@ def test_taef2_reconstructs_cifar10():
     assert psnr_64 > 29.5, psnr_64
 
 
-def test_checkpointed_decode_gives_the_same_images_and_gradients(tmp_path):
+def test_recomputed_decode_gives_the_same_images_and_gradients(tmp_path):
     autoencoder = load_autoencoder(str(save_tiny_autoencoder(tmp_path / "taesd")))
     start = torch.randn(5, 4, 2, 2)
     results = []
     for chunk in (0, 2):
         latents = start.clone().requires_grad_(True)
-        images = autoencoder.decode_checkpointed(latents, chunk)
+        images = autoencoder.decode_recomputed(latents, chunk)
         images.square().sum().backward()
         results.append((images.detach(), latents.grad))
     torch.testing.assert_close(results[0][0], results[1][0])

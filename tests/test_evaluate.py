@@ -12,6 +12,7 @@ import torch
 from latentdistill import workflows
 from latentdistill.config import AugmentConfig, EvaluateConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.classification import (
     BaselineCache,
@@ -20,7 +21,6 @@ from latentdistill.evaluate.classification import (
     summarize,
     train_classifier,
 )
-from latentdistill.export import read_distilled
 from latentdistill.runtime import Normalize
 
 from helpers import CLASSES, COLOURS, RESOLUTION, make_tiny_base, tiny_overrides
@@ -68,7 +68,7 @@ def test_train_classifier_learns_separable_data():
     test_images, test_labels = colour_images(5, seed=1)
     config = EvaluateConfig(epochs=15, batch_size=10, lr=0.01)
     device = torch.device("cpu")
-    net = train_classifier(train_images, train_labels, 3, config, NORMALIZE, None, seed=0, device=device)
+    net = train_classifier(ClassifierTraining(train_images, train_labels, 3, NORMALIZE, None, 0, device), config)
     assert accuracy(net, test_images, test_labels, NORMALIZE, device) >= 90.0
     # batch size of the test pass does not change the answer
     assert accuracy(net, test_images, test_labels, NORMALIZE, device, batch_size=4) == \
@@ -82,9 +82,9 @@ def test_train_classifier_is_seed_deterministic_with_dsa():
     config = EvaluateConfig(epochs=2, batch_size=6)
     augment = DifferentiableAugment(AugmentConfig())
     device = torch.device("cpu")
-    first = train_classifier(images, labels, 3, config, NORMALIZE, augment, seed=5, device=device)
-    second = train_classifier(images, labels, 3, config, NORMALIZE, augment, seed=5, device=device)
-    third = train_classifier(images, labels, 3, config, NORMALIZE, augment, seed=6, device=device)
+    first = train_classifier(ClassifierTraining(images, labels, 3, NORMALIZE, augment, 5, device), config)
+    second = train_classifier(ClassifierTraining(images, labels, 3, NORMALIZE, augment, 5, device), config)
+    third = train_classifier(ClassifierTraining(images, labels, 3, NORMALIZE, augment, 6, device), config)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
     assert any(not torch.equal(a, c) for a, c in zip(first.state_dict().values(), third.state_dict().values()))

@@ -12,6 +12,7 @@ from latentdistill.config import AugmentConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.buffer import expert_path, load_buffer, train_experts
 from latentdistill.distill.checkpoint import load_checkpoint
+from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.distribution_matching import DistributionMatching
 from latentdistill.distill.gradient_matching import GradientMatching
 from latentdistill.distill.objective import IterationContext
@@ -115,7 +116,7 @@ def make_buffer(directory, epochs=3, experts=1, momentum=0.0, seed=0):
     images, labels = coloured_images(8, seed=2)
     meta = {"net": "convnet", "width": 8, "depth": 0, "resolution": 16, "experts": experts, "epochs": epochs,
             "lr": 0.05, "momentum": momentum, "weight_decay": 0.0, "batch_size": 8}
-    return train_experts(images, labels, 3, directory, meta, NORMALIZE, NO_AUGMENT, seed, torch.device("cpu"),
+    return train_experts(ClassifierTraining(images, labels, 3, NORMALIZE, NO_AUGMENT, seed, torch.device("cpu")), directory, meta,
                          progress=False)
 
 
@@ -160,10 +161,10 @@ def test_buffer_with_other_settings_is_refused(tmp_path):
         load_buffer(tmp_path / "nothing")
 
 
-def mtt_context(setup, steps_per_checkpoint, buffer, syn_steps=3):
+def mtt_context(setup, steps_per_recompute, buffer, syn_steps=3):
     autoencoder, _, _, real, latents = setup
     objective = TrajectoryMatching(NO_AUGMENT, CE, buffer, syn_steps=syn_steps, expert_epochs=1, max_start_epoch=1,
-                                   syn_lr=0.05, steps_per_checkpoint=steps_per_checkpoint)
+                                   syn_lr=0.05, steps_per_recompute=steps_per_recompute)
     objective.synthetic_lr = objective.synthetic_lr.clone().requires_grad_(True)
     net = nets.build("convnet", num_classes=3, resolution=16, width=8)
     optimizer = torch.optim.Adam([latents, objective.synthetic_lr], lr=0.05)
@@ -185,13 +186,13 @@ def test_trajectory_matching_loss_decreases_and_reaches_latents_and_lr(setup, tm
     assert float(objective.synthetic_lr.detach()) != 0.05  # the learning rate is learned
 
 
-def test_trajectory_matching_checkpointed_steps_give_the_same_gradients(setup, tmp_path):
+def test_trajectory_matching_recomputed_steps_give_the_same_gradients(setup, tmp_path):
     buffer = make_buffer(tmp_path / "buffer", epochs=2)
     gradients = []
-    for steps_per_checkpoint in (0, 1, 2):
+    for steps_per_recompute in (0, 1, 2):
         latents = setup[4]
         latents.grad = None
-        objective, context, _ = mtt_context(setup, steps_per_checkpoint, buffer, syn_steps=4)
+        objective, context, _ = mtt_context(setup, steps_per_recompute, buffer, syn_steps=4)
         context.update = lambda loss: (loss.backward(), float(loss.detach()))[1]
         objective.iteration(context)
         gradients.append((latents.grad.clone(), objective.synthetic_lr.grad.clone()))

@@ -64,7 +64,7 @@ def test_two_processes_match_one(tmp_path):
 def test_two_processes_match_one_through_the_diffusion_prior(tmp_path):
     """The same under prior diffusion: the gradients of z and of the conditioning c are both summed."""
     denoiser = save_tiny_denoiser(tmp_path / "dit", "dit")
-    prior = ["prior.name=diffusion", f"prior.denoiser={denoiser}", "prior.steps=2", "prior.t_start=300"]
+    prior = ["prior.name=diffusion", f"prior.denoiser={denoiser}", "prior.denoising_steps=2", "prior.t_start=300"]
     sets = distill_with_one_and_two_processes(tmp_path, make_tiny_base(tmp_path), prior, iterations=2, ipc=2,
                                               outer_loop=2, inner_loop=1)
     assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6)

@@ -54,7 +54,7 @@ def latents_and_labels(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("kind", DENOISER_KINDS)
 @pytest.mark.parametrize("residual", ["mean", "x0", "none"])
 def test_gradient_reaches_latents_and_conditioning(denoisers, autoencoder, kind, residual):
-    prior = make_prior(denoisers[kind], residual=residual, steps=4, t_start=600)
+    prior = make_prior(denoisers[kind], residual=residual, denoising_steps=4, t_start=600)
     assert prior.denoiser.kind == kind
     start, labels = latents_and_labels()
     latents = start.clone().requires_grad_(True)
@@ -68,14 +68,14 @@ def test_gradient_reaches_latents_and_conditioning(denoisers, autoencoder, kind,
 
 @pytest.mark.parametrize("kind", DENOISER_KINDS)
 def test_no_noise_and_no_residual_is_the_plain_decoder(denoisers, autoencoder, kind):
-    prior = make_prior(denoisers[kind], residual="none", t_start=0, steps=3)
+    prior = make_prior(denoisers[kind], residual="none", t_start=0, denoising_steps=3)
     latents, labels = latents_and_labels()
     through_chain = autoencoder.decode(prior(latents, prior.initial_conditioning(labels)))
     assert torch.allclose(through_chain, autoencoder.decode(latents), atol=1e-6)
 
 
 def test_a_real_start_level_changes_the_images(denoisers, autoencoder):
-    prior = make_prior(denoisers["dit"], residual="none", t_start=500, steps=3)
+    prior = make_prior(denoisers["dit"], residual="none", t_start=500, denoising_steps=3)
     latents, labels = latents_and_labels()
     assert not torch.allclose(prior(latents, prior.initial_conditioning(labels)), latents, atol=1e-3)
 
@@ -83,7 +83,7 @@ def test_a_real_start_level_changes_the_images(denoisers, autoencoder):
 @pytest.mark.parametrize("kind", ["dit", "sd"])  # epsilon and v-prediction
 def test_plain_chain_is_diffusers_ddim(denoisers, kind):
     """Residual none from t_start = 1000 is DDIM (eta 0, trailing spacing, last step to the clean latent)."""
-    prior = make_prior(denoisers[kind], residual="none", t_start=1000, steps=5)
+    prior = make_prior(denoisers[kind], residual="none", t_start=1000, denoising_steps=5)
     latents, labels = latents_and_labels()
     conditioning = prior.initial_conditioning(labels)
     scheduler = DDIMScheduler.from_pretrained(denoisers[kind], subfolder="scheduler", timestep_spacing="trailing", clip_sample=False,
@@ -103,8 +103,8 @@ def test_plain_chain_is_diffusers_ddim(denoisers, kind):
 
 def test_checkpointing_changes_memory_not_gradients(denoisers, autoencoder):
     gradients = []
-    for steps_per_checkpoint in (0, 1, 3):
-        prior = make_prior(denoisers["dit"], steps=5, t_start=400, steps_per_checkpoint=steps_per_checkpoint)
+    for steps_per_recompute in (0, 1, 3):
+        prior = make_prior(denoisers["dit"], denoising_steps=5, t_start=400, steps_per_recompute=steps_per_recompute)
         start, labels = latents_and_labels()
         latents = start.clone().requires_grad_(True)
         conditioning = prior.initial_conditioning(labels).requires_grad_(True)
@@ -144,10 +144,10 @@ def test_classifier_free_guidance(denoisers):
     latents, labels = latents_and_labels()
     outputs = {}
     for scale in (1.0, 3.0):
-        prior = make_prior(denoisers["dit"], guidance_scale=scale, t_start=500, steps=3)
+        prior = make_prior(denoisers["dit"], guidance_scale=scale, t_start=500, denoising_steps=3)
         outputs[scale] = prior(latents, prior.initial_conditioning(labels))
     assert torch.isfinite(outputs[3.0]).all() and not torch.allclose(outputs[1.0], outputs[3.0])
-    sd = make_prior(denoisers["sd"], guidance_scale=3.0, t_start=500, steps=2)
+    sd = make_prior(denoisers["sd"], guidance_scale=3.0, t_start=500, denoising_steps=2)
     assert torch.isfinite(sd(latents, sd.initial_conditioning(labels))).all()
     with pytest.raises(LatentDistillError) as error:  # this UNet2DModel has no null class
         make_prior(denoisers["unet"], guidance_scale=3.0)
@@ -212,7 +212,7 @@ def tiny_base(tmp_path_factory):
 
 
 def diffusion_overrides(base, run_dir, denoiser, iterations=2, **prior) -> list[str]:
-    values = {"name": "diffusion", "denoiser": denoiser, "steps": 3, "t_start": 400, **prior}
+    values = {"name": "diffusion", "denoiser": denoiser, "denoising_steps": 3, "t_start": 400, **prior}
     return [*tiny_overrides(base, run_dir, iterations=iterations), *[f"prior.{k}={v}" for k, v in values.items()]]
 
 

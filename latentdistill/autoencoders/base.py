@@ -80,7 +80,7 @@ class Autoencoder(nn.Module):
             )
         return self._decode(latents)
 
-    def decode_checkpointed(self, latents: torch.Tensor, chunk: int) -> torch.Tensor:
+    def decode_recomputed(self, latents: torch.Tensor, chunk: int) -> torch.Tensor:
         """``decode`` in chunks of ``chunk`` latents whose activations are recomputed in the backward pass.
 
         A large decoder (the SD VAE at 256 px) keeps gigabytes of activations per image for the backward

@@ -118,6 +118,8 @@ def encode_dataset(
 
     Reuses a complete cache built from the same inputs, resumes a partial one, and refuses one built
     from other inputs.
+
+    Long on purpose: checking, resuming and writing the shards are one sequence of file states, read in order.
     """
     directory = Path(directory)
     spec = autoencoder.spec() if autoencoder is not None else None

@@ -21,11 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentdistill import nets
-from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, atomic_write_text, read_safetensors
 from latentdistill.run_folder import changed_key, describe_change
-from latentdistill.runtime import Normalize, autocast, iteration_seed
+from latentdistill.runtime import autocast, iteration_seed
 
 META_FILE = "meta.json"
 
@@ -87,25 +87,17 @@ def load_buffer(directory: str | Path) -> ExpertBuffer:
     return ExpertBuffer(directory, meta, files)
 
 
-def train_experts(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    directory: Path,
-    meta: dict,
-    normalize: Normalize,
-    augment: DifferentiableAugment | None,
-    seed: int,
-    device: torch.device,
-    precision: str = "fp32",
-    progress: bool = True,
-) -> ExpertBuffer:
-    """Train ``meta["experts"]`` networks on ``images`` (uint8) with SGD and record their trajectories.
+def train_experts(training: ClassifierTraining, directory: Path, meta: dict, progress: bool = True) -> ExpertBuffer:
+    """Train ``meta["experts"]`` networks on ``training.images`` (uint8) with SGD and record their trajectories.
 
     ``meta`` holds the protocol (net, width, depth, epochs, lr, momentum, batch_size, ...); a folder
     that already holds a buffer must have been made with the same protocol, and its finished experts
     are kept.
+
+    Long on purpose: the training loop with its per-epoch atomic save and exact resume reads top to bottom.
     """
+    images, labels, num_classes, normalize = training.images, training.labels, training.num_classes, training.normalize
+    augment, seed, device, precision = training.augment, training.seed, training.device, training.precision
     meta_path = directory / META_FILE
     if meta_path.exists():
         try:

@@ -67,7 +67,8 @@ def distill(
 ) -> SyntheticSet:
     """Optimise the synthetic latents; returns the final set (also left in the folder's checkpoint).
 
-    The function is long on purpose: it is the whole loop, read top to bottom."""
+    Long on purpose: it is the whole loop (start or resume, the learnable tensors, one iteration, checkpoints,
+    the divergence stop), read top to bottom as in accelerate's examples."""
     processes = processes or Processes()
     num_classes = problem.num_classes
     my_classes = [c for c in range(num_classes) if c % processes.count == processes.index]

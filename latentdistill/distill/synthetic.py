@@ -30,7 +30,7 @@ class ImageGenerator(nn.Module):
 
     def forward(self, latents: torch.Tensor, embeddings: torch.Tensor | None = None, decode_chunk: int = 0) -> torch.Tensor:
         """``decode_chunk`` > 0 decodes in chunks whose activations are recomputed in the backward pass."""
-        return self.autoencoder.decode_checkpointed(self.prior(latents, embeddings), decode_chunk)
+        return self.autoencoder.decode_recomputed(self.prior(latents, embeddings), decode_chunk)
 
     @torch.no_grad()
     def images(self, latents: torch.Tensor, embeddings: torch.Tensor | None, device: torch.device,

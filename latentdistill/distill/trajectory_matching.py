@@ -6,7 +6,7 @@ synthetic images, with a learnable learning rate; its end point should land wher
 ``expert_epochs`` later. The loss is normalised by how far the expert itself moved:
 ``|student - expert_later|^2 / |expert_start - expert_later|^2``.
 
-The unrolled student keeps every step's graph. With ``steps_per_checkpoint`` > 0 each segment of
+The unrolled student keeps every step's graph. With ``steps_per_recompute`` > 0 each segment of
 steps is recomputed in the backward pass, so what is kept grows with one parameter vector per step
 rather than with every step's activations.
 """
@@ -48,14 +48,14 @@ class TrajectoryMatching:
 
     def __init__(self, augment: DifferentiableAugment, criterion: Criterion, buffer: ExpertBuffer, precision: str = "fp32",
                  syn_steps: int = 20, expert_epochs: int = 2, max_start_epoch: int = 10, syn_batch: int = 0,
-                 syn_lr: float = 0.01, steps_per_checkpoint: int = 0):
+                 syn_lr: float = 0.01, steps_per_recompute: int = 0):
         if expert_epochs + max_start_epoch > buffer.epochs:
             raise LatentDistillError(
                 f"config keys 'distill.expert_epochs' + 'distill.max_start_epoch' = {expert_epochs + max_start_epoch} "
                 f"exceed the {buffer.epochs} epochs recorded in the buffer {buffer.directory}")
         self.augment, self.criterion, self.buffer, self.precision = augment, criterion, buffer, precision
         self.syn_steps, self.expert_epochs, self.max_start_epoch = syn_steps, expert_epochs, max_start_epoch
-        self.syn_batch, self.steps_per_checkpoint = syn_batch, steps_per_checkpoint
+        self.syn_batch, self.steps_per_recompute = syn_batch, steps_per_recompute
         # The student's learning rate is learned with the images (MTT); the loop optimises it.
         self.synthetic_lr = torch.tensor(float(syn_lr))
         self._trajectories: dict[int, torch.Tensor] = {}
@@ -92,12 +92,12 @@ class TrajectoryMatching:
             draws.append(self.augment.sample(len(rows), generator) if self.augment.enabled else None)
 
         parameters = start.clone().requires_grad_(True)
-        segment = self.steps_per_checkpoint or self.syn_steps
+        segment = self.steps_per_recompute or self.syn_steps
         for first in range(0, self.syn_steps, segment):
             span = slice(first, first + segment)
             arguments = (context.net, layout, parameters, images, context.synthetic_labels, batches[span], draws[span],
                          self.synthetic_lr, self.augment, self.criterion, self.precision)
-            if self.steps_per_checkpoint:
+            if self.steps_per_recompute:
                 parameters = checkpoint(student_steps, *arguments, use_reentrant=False)
             else:
                 parameters = student_steps(*arguments)
@@ -119,4 +119,4 @@ def build_trajectory_matching(setup: ObjectiveSetup) -> TrajectoryMatching:
                                      f"({buffer.meta.get(key)!r}, this run: {wanted!r})")
     return TrajectoryMatching(setup.augment, setup.criterion, buffer, setup.precision, settings.syn_steps,
                               settings.expert_epochs, settings.max_start_epoch, settings.syn_batch, settings.syn_lr,
-                              settings.syn_steps_per_checkpoint)
+                              settings.syn_steps_per_recompute)

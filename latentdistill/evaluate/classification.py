@@ -22,32 +22,27 @@ from tqdm.auto import tqdm
 
 from latentdistill import nets
 from latentdistill.config import EvaluateConfig
-from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.evaluate.scores import augmentation_robust_score, label_robust_score
 from latentdistill.io import atomic_write_text
 from latentdistill.runtime import Normalize, autocast
 
 
 def train_classifier(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
+    training: ClassifierTraining,
     config: EvaluateConfig,
-    normalize: Normalize,
-    augment: DifferentiableAugment | None,
-    seed: int,
-    device: torch.device,
-    precision: str = "fp32",
     net: str | None = None,
     epochs: int | None = None,
 ) -> torch.nn.Module:
     """The standard protocol: SGD with momentum, weight decay, lr x0.1 at half, optional DSA.
 
     ``net`` and ``epochs`` default to ``config.net`` and ``config.epochs``."""
+    images, labels, normalize, augment = training.images, training.labels, training.normalize, training.augment
+    seed, device, precision = training.seed, training.device, training.precision
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     epochs = epochs or config.epochs
-    model = nets.build(net or config.net, num_classes=num_classes, resolution=images.shape[-1]).to(device)
+    model = nets.build(net or config.net, num_classes=training.num_classes, resolution=images.shape[-1]).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epochs // 2], gamma=0.1)
     images = images.to(device)
@@ -144,19 +139,12 @@ def network_names(config: EvaluateConfig) -> list[str]:
 def evaluate_classification(
     distilled_images: torch.Tensor,
     distilled_labels: torch.Tensor,
-    train_images: torch.Tensor,
-    train_labels: torch.Tensor,
+    real: ClassifierTraining,
     train_rows: torch.Tensor,
     validation_rows: torch.Tensor,
     test_images: torch.Tensor,
     test_labels: torch.Tensor,
-    num_classes: int,
     config: EvaluateConfig,
-    normalize: Normalize,
-    augment: DifferentiableAugment | None,
-    seed: int,
-    device: torch.device,
-    precision: str = "fp32",
     progress: bool = True,
     baselines: BaselineCache | None = None,
     protocol_key: dict | None = None,
@@ -165,8 +153,14 @@ def evaluate_classification(
     of the same IPC, and on the full training set when asked), test each once on the real test split,
     and return the summary with DD-Ranking's scores where their inputs were measured.
 
-    ``baselines`` (with ``protocol_key``, everything else the baselines depend on: data, augmentation,
-    device) keeps and reuses the random real and full-data results."""
+    ``real`` holds the real training images (all rows; ``train_rows`` are those outside validation) and
+    how every network is trained (normalisation, augmentation, seed, device, precision). ``baselines``
+    (with ``protocol_key``, everything else the baselines depend on: data, augmentation, device) keeps and
+    reuses the random real and full-data results.
+
+    Long on purpose: the whole protocol (every set, network and run; cached baselines) reads top to bottom."""
+    train_images, train_labels, normalize, augment = real.images, real.labels, real.normalize, real.augment
+    seed, device, precision = real.seed, real.device, real.precision
     baselines = baselines or BaselineCache(None)
     ipc = int(torch.bincount(distilled_labels).max())
     sets = ["distilled"] + (["random_real"] if config.random_real else []) + (["full"] if config.full_data else [])
@@ -204,8 +198,9 @@ def evaluate_classification(
             images, labels = train_images[rows], train_labels[rows]
         else:
             images, labels, epochs = train_images[train_rows], train_labels[train_rows], config.full_epochs
-        model = train_classifier(images, labels, num_classes, config, normalize, augment if augmented else None,
-                                 run_seed, device, precision, net=net, epochs=epochs)
+        training = dataclasses.replace(real, images=images, labels=labels, seed=run_seed,
+                                       augment=augment if augmented else None)
+        model = train_classifier(training, config, net=net, epochs=epochs)
         measured = {"test": accuracy(model, test_images, test_labels, normalize, device, config.test_batch, precision),
                     "validation": None}
         if len(validation_rows):

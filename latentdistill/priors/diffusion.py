@@ -3,7 +3,7 @@
 z (the learnable latent) is noised to level ``t_start`` with a fixed noise draw, then denoised in T
 DDIM steps (eta 0) conditioned on the learnable embeddings c. Each step mixes the start back in with a
 weight t/T that falls linearly to 0 (LD3M's residual), which keeps the gradient reaching z from
-vanishing as T grows. Activation checkpointing per segment of steps keeps peak memory nearly flat in T.
+vanishing as T grows. Activation recomputation per segment of steps keeps peak memory nearly flat in T.
 
 Noise levels count training timesteps from the clean latent: level 0 is clean (alpha_bar = 1) and level
 t >= 1 is the scheduler's ``alphas_cumprod[t - 1]``, at which the model is queried with timestep t - 1.
@@ -59,7 +59,7 @@ class DiffusionPrior(nn.Module):
         t_start: int = 300,
         residual: str = "x0",
         guidance_scale: float = 1.0,
-        steps_per_checkpoint: int = 1,
+        steps_per_recompute: int = 1,
         latent_shift: float = 0.0,
         latent_scale: float = 1.0,
         class_ids: list[int] | None = None,
@@ -80,7 +80,7 @@ class DiffusionPrior(nn.Module):
         self.prediction_type = prediction_type
         self.steps, self.t_start, self.residual = int(steps), int(t_start), residual
         self.guidance_scale = float(guidance_scale)
-        self.steps_per_checkpoint = int(steps_per_checkpoint)
+        self.steps_per_recompute = int(steps_per_recompute)
         self.latent_shift, self.latent_scale = float(latent_shift), float(latent_scale)
         self.class_ids = list(class_ids) if class_ids else None
         self.class_names = list(class_names or [])
@@ -115,8 +115,8 @@ class DiffusionPrior(nn.Module):
                 "so classifier-free guidance is not available; use 1.0"
             )
         return cls(
-            denoiser, alphas_cumprod, prediction_type, config.steps, config.t_start, config.residual,
-            config.guidance_scale, config.steps_per_checkpoint, float(trained.get("latent_shift", 0.0)),
+            denoiser, alphas_cumprod, prediction_type, config.denoising_steps, config.t_start, config.residual,
+            config.guidance_scale, config.steps_per_recompute, float(trained.get("latent_shift", 0.0)),
             float(trained.get("latent_scale", 1.0)), class_ids, class_names, config.noise_seed, precision, schedule,
         )
 
@@ -185,8 +185,8 @@ class DiffusionPrior(nn.Module):
         if self.guidance_scale != 1.0:
             unconditional = self.denoiser.unconditional(len(latents)).to(latents.device)
         x = x_start
-        segment = self.steps_per_checkpoint if self.steps_per_checkpoint > 0 else self.steps
-        recompute = self.steps_per_checkpoint > 0 and torch.is_grad_enabled()
+        segment = self.steps_per_recompute if self.steps_per_recompute > 0 else self.steps
+        recompute = self.steps_per_recompute > 0 and torch.is_grad_enabled()
         for first in range(0, self.steps, segment):
             last = min(first + segment, self.steps)
             arguments = (x, x_clean, x_start, conditioning, unconditional, first, last)

@@ -123,7 +123,10 @@ def train_prior(
     progress: bool = True,
 ) -> Path:
     """Train, checkpoint and save the prior into the run folder (checked with ``check_prior_folder`` and
-    locked by the caller); returns that folder."""
+    locked by the caller); returns that folder.
+
+    Long on purpose: the whole training (resume, EMA, validation, checkpoints, the final save) reads top to
+    bottom as one script."""
     output = folder.path
     checkpoint_path = output / CHECKPOINT_FILE
     check_prior_folder(folder, resolved, resume)

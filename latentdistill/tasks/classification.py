@@ -22,6 +22,7 @@ from latentdistill.config import RunConfig, config_to_dict
 from latentdistill.data.image_folder import ImageFolder, split_train_validation
 from latentdistill.data.latent_cache import LatentCache, encode_dataset
 from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.loop import MatchingProblem
 from latentdistill.distill.objective import ObjectiveSetup
 from latentdistill.distill.synthetic import initial_synthetic_set
@@ -192,11 +193,11 @@ class ClassificationTask:
                                      f"{config.data.resolution}: set data.resolution={resolution}")
         augment = DifferentiableAugment(config.augment) if config.evaluate.augment else None
         resolved = config_to_dict(config)
+        real = ClassifierTraining(data.train.images, data.train.labels, len(data.classes), self.normalize().to(device),
+                                  augment, config.seed, device, config.precision)
         report = evaluate_classification(
-            distilled.images, distilled.labels, data.train.images, data.train.labels, data.train_rows,
-            data.validation_rows, data.test.images, data.test.labels, len(data.classes), config.evaluate,
-            self.normalize().to(device), augment, seed=config.seed, device=device, precision=config.precision,
-            progress=progress,
+            distilled.images, distilled.labels, real, data.train_rows, data.validation_rows, data.test.images,
+            data.test.labels, config.evaluate, progress=progress,
             baselines=BaselineCache(data.train.directory / BASELINES_FILE if config.evaluate.reuse_baselines else None),
             protocol_key={"data": resolved["data"], "augment": resolved["augment"], "augmented": config.evaluate.augment,
                           "device": device.type, "fingerprint": data.train.meta.get("fingerprint")},

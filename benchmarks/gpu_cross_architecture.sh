@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's GPU figures in one call (BENCHMARKS.md, "Cross-architecture"): DM at IPC 10 with random-real
+# The cross-architecture GPU figures in one call (BENCHMARKS.md, "Cross-architecture"): DM at IPC 10 with random-real
 # and k-means starts, ConvNet-D3 over 5 runs for DM, DM-kmeans and the CPU-distilled GM set, then the
 # cross-architecture table (ConvNet, AlexNet, VGG-11, ResNet-18, ViT; 3 runs; with and without DSA; full
 # training set) for DM and GM with DD-Ranking's scores.
@@ -9,7 +9,7 @@
 # Results land in $OUT: results.json (every report), log.txt, baselines.json, the two DM sets.
 # SMOKE=1 shrinks every step, to check the script on a CPU before spending GPU time.
 set -u
-OUT=${OUT:-outputs/gpu_issue4}
+OUT=${OUT:-outputs/gpu_cross_architecture}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 LATENTDISTILL_CACHE=${LATENTDISTILL_CACHE:-/tmp/ld_cache}

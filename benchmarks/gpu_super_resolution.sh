@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's GPU figures in one call (BENCHMARKS.md, "Super-resolution"): SR distillation variants and their
+# The super-resolution GPU figures in one call (BENCHMARKS.md, "Super-resolution"): SR distillation variants and their
 # evaluations with the baselines of the same size, all with configs/sr_x2.yaml's protocol (ESPCN or FSRCNN,
 # L1, Adam 1e-3, 3,000 iterations of 32 patches, 3 runs; PSNR/SSIM on Y of Set5 and BSD100).
 #
@@ -8,11 +8,11 @@
 #            other x2 ESPCN 10% sets alone (their baselines are x2_gm_pool10's)
 #
 # Data: $SRDATA holds yang91, bsd200, set5, bsd100 and taef2 (the weights); the lent GPU takes at most
-# 64 MiB per call, so `bash benchmarks/gpu_issue5.sh stage DIR` copies a part of it there first.
+# 64 MiB per call, so `bash benchmarks/gpu_super_resolution.sh stage DIR` copies a part of it there first.
 # Results land in $OUT: results.json (every report so far), log.txt. SMOKE=1 shrinks every step.
 set -u
 if [ "${1:-}" = stage ]; then mkdir -p "${SRDATA:-/tmp/ld_sr}" && cp -r "$2"/. "${SRDATA:-/tmp/ld_sr}/" && ls "${SRDATA:-/tmp/ld_sr}"; exit; fi
-OUT=${OUT:-outputs/gpu_issue5}
+OUT=${OUT:-outputs/gpu_super_resolution}
 PY=${PY:-python3}
 SRDATA=${SRDATA:-/tmp/ld_sr}
 RUNS=${RUNS:-/tmp/ld_sr_runs}
