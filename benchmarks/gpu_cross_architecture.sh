@@ -52,7 +52,7 @@ step() {  # step NAME TIMEOUT REPORT_DIR command...: run and time one step; keep
   timeout "$limit" "$@" >> "$LOG" 2>&1
   local rc=$?
   echo "STEP $name rc=$rc seconds=$((SECONDS - start))" | tee -a "$LOG"
-  # a later evaluation of the same file rewrites its report.json: keep this step's copy aside
+  # each evaluation has its own folder; a copy of its report sits beside the others
   if [ "$rc" = 0 ] && [ -n "$folder" ] && [ -f "$folder/report.json" ]; then cp "$folder/report.json" "$RUNS/report-$name.json"; fi
   collect
 }
@@ -61,21 +61,26 @@ LD="$PY -m latentdistill --no-progress"  # a word list, not a function: `timeout
 
 # DM: 20 iterations to time it, then the same run resumed and extended to ITERS, or to what fits in
 # DM_SECONDS when the GPU is slower than expected (the k-means run gets the same count).
-step dm_probe 90 "" $LD distill --config configs/cifar10_ipc10_dm.yaml $COMMON output_dir=$RUNS/dm distill.iterations=20
+step dm_probe 90 "" $LD distill --config configs/cifar10_ipc10_dm.yaml $COMMON output_dir=$RUNS/dm_probe distill.iterations=20
 ITERS=$($PY -c "
 import json, sys
-rows = [json.loads(line) for line in open('$RUNS/dm/distill_log.jsonl')][5:]
+rows = [json.loads(line) for line in open('$RUNS/dm_probe/distill_log.jsonl')][5:]
 per = sum(r['seconds'] for r in rows) / max(1, len(rows))
 print(max(20, min($ITERS, int(${DM_SECONDS:-75} / max(per, 1e-6)))))" 2>> "$LOG" || echo 20)
 echo "DM iterations: $ITERS" | tee -a "$LOG"
+# a finished run is never extended in place: its checkpoint continues in a new run folder
+mkdir -p "$RUNS/dm"; cp "$RUNS/dm_probe/checkpoint.safetensors" "$RUNS/dm/"
 step dm 120 "" $LD distill --resume --config configs/cifar10_ipc10_dm.yaml $COMMON output_dir=$RUNS/dm distill.iterations=$ITERS
-step dm_convnet 60 $RUNS/dm $LD evaluate $RUNS/dm/distilled.safetensors $COMMON evaluate.runs=$RUNS5 evaluate.epochs=$EPOCHS
-step gm_convnet 60 $RUNS/gm $LD evaluate $RUNS/gm/distilled.safetensors $COMMON evaluate.runs=$RUNS5 evaluate.epochs=$EPOCHS
+# evaluations read every path from the config they are given and write into their own output_dir
+DM_EVAL="--config configs/cifar10_ipc10_dm.yaml $COMMON"
+GM_EVAL="--config configs/cifar10_ipc10.yaml $COMMON"
+step dm_convnet 60 $RUNS/dm_convnet $LD evaluate $RUNS/dm/distilled.safetensors $DM_EVAL evaluate.runs=$RUNS5 evaluate.epochs=$EPOCHS output_dir=$RUNS/dm_convnet
+step gm_convnet 60 $RUNS/gm_convnet $LD evaluate $RUNS/gm/distilled.safetensors $GM_EVAL evaluate.runs=$RUNS5 evaluate.epochs=$EPOCHS output_dir=$RUNS/gm_convnet
 CROSS="evaluate.runs=$RUNS3 evaluate.epochs=$EPOCHS evaluate.without_augment=true evaluate.full_data=true evaluate.full_epochs=$FULL"
-step dm_cross 270 $RUNS/dm $LD evaluate $RUNS/dm/distilled.safetensors --nets $NETS $COMMON $CROSS
-step gm_cross 150 $RUNS/gm $LD evaluate $RUNS/gm/distilled.safetensors --nets $NETS $COMMON $CROSS
+step dm_cross 270 $RUNS/dm_cross $LD evaluate $RUNS/dm/distilled.safetensors --nets $NETS $DM_EVAL $CROSS output_dir=$RUNS/dm_cross
+step gm_cross 150 $RUNS/gm_cross $LD evaluate $RUNS/gm/distilled.safetensors --nets $NETS $GM_EVAL $CROSS output_dir=$RUNS/gm_cross
 
 step dm_kmeans 120 "" $LD distill --config configs/cifar10_ipc10_dm.yaml $COMMON output_dir=$RUNS/dm_kmeans distill.iterations=$ITERS distill.init=kmeans
-step dm_kmeans_convnet 60 $RUNS/dm_kmeans $LD evaluate $RUNS/dm_kmeans/distilled.safetensors $COMMON evaluate.runs=$RUNS5 evaluate.epochs=$EPOCHS
+step dm_kmeans_convnet 60 $RUNS/dm_kmeans_convnet $LD evaluate $RUNS/dm_kmeans/distilled.safetensors $DM_EVAL evaluate.runs=$RUNS5 evaluate.epochs=$EPOCHS output_dir=$RUNS/dm_kmeans_convnet
 
 echo "results: $(ls "$RUNS" | grep report- | tr "\n" " ")"

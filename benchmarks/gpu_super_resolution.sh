@@ -77,10 +77,10 @@ collect
 # evaluations at once: one per baseline group (scale, net, budget) trains and caches its baselines; the
 # other x2 ESPCN 10% sets are trained alone (their baselines are x2_gm_pool10's: same protocol and seeds)
 for name in x2_gm_pool10 x2_gm_budget5 x2_gm_budget1 x2_fsrcnn_gm_pool10 x4_gm_pool10; do
-  chosen "$name" && job "evaluate_$name" ${EVAL_LIMIT:-400} $LD evaluate $RUNS/$name/distilled.safetensors $COMMON ${VARIANT[$name]}
+  chosen "$name" && job "evaluate_$name" ${EVAL_LIMIT:-400} $LD evaluate $RUNS/$name/distilled.safetensors $COMMON ${VARIANT[$name]} output_dir=$RUNS/${name}_evaluation
 done
 for name in x2_init_pool10 x2_gm_all x2_gm_pool30 x2_dm_pool10; do
-  chosen "$name" && job "evaluate_$name" ${EVAL_LIMIT:-400} $LD evaluate $RUNS/$name/distilled.safetensors $COMMON ${VARIANT[$name]} "sr.baselines=[bicubic]"
+  chosen "$name" && job "evaluate_$name" ${EVAL_LIMIT:-400} $LD evaluate $RUNS/$name/distilled.safetensors $COMMON ${VARIANT[$name]} "sr.baselines=[bicubic]" output_dir=$RUNS/${name}_evaluation
 done; wait
 collect
 cp "$LATENTDISTILL_CACHE"/sr-*-baselines.json "$OUT/" 2>/dev/null

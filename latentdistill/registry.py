@@ -76,5 +76,6 @@ def import_user_modules(modules: list[str]) -> None:
     for name in modules:
         try:
             importlib.import_module(name)
-        except ImportError as error:
-            raise LatentDistillError(f"config key 'imports': cannot import '{name}' ({error})") from None
+        except Exception as error:  # the user's module: its own SyntaxError or NameError, in one line too
+            raise LatentDistillError(f"config key 'imports': cannot import '{name}' ({type(error).__name__}: "
+                                     f"{str(error).splitlines()[0] if str(error) else ''})") from None

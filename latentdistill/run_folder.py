@@ -175,7 +175,10 @@ class RunFolder:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the folder for this process; a second live process is refused in one line."""
+        """Hold the folder for this process; a second live process is refused in one line. A folder this
+        call created is removed again if the work fails before writing anything into it."""
+        created = [self.path, *self.path.parents]
+        created = created[: next(i for i, p in enumerate(created) if p.exists())] if not self.path.exists() else []
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             handle = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -190,6 +193,14 @@ class RunFolder:
                                          "wait for it to finish or choose another output_dir") from None
             os.ftruncate(handle, 0)
             os.pwrite(handle, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-            yield
+            try:
+                yield
+            except BaseException:
+                if created and [p.name for p in self.path.iterdir()] == [self.LOCK]:
+                    (self.path / self.LOCK).unlink()
+                    for folder in created:  # this folder, then the parents made for it
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
+                raise
         finally:
             os.close(handle)  # closing drops the flock

@@ -133,15 +133,15 @@ def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder, process
         return {}
     task = build_task(config)
     folder.check_report()
-    with folder.lock():
+    with folder.lock():  # made (and proved writable) before the work, so a finished evaluation has a home
         folder.check_report()
-        if not folder.config.exists():
-            folder.write_config(config_to_dict(config))
         started = time.perf_counter()
         report = {"distilled_file": str(path.resolve()), **task.evaluate(distilled, path, progress=progress)}
         report.setdefault("minutes", round((time.perf_counter() - started) / 60, 2))
         print(task.table(report), flush=True)
         save_report(report, folder)
+        if not folder.config.exists():
+            folder.write_config(config_to_dict(config))
     processes.wait()
     return report
 
@@ -165,7 +165,8 @@ def run_buffer(config: RunConfig, progress: bool = True) -> Path:
     if not isinstance(task, ClassificationTask):
         raise LatentDistillError(f"config key 'task': expert buffers are trained for classification, not '{config.task}'")
     device = resolve_device(config.device)
-    nets.build(config.distill.net, num_classes=2, resolution=config.data.resolution, task="classification")
+    nets.build(config.distill.net, num_classes=2, resolution=config.data.resolution, task="classification",
+               config_key="distill.net")
     data = task.prepare(_autoencoder(config), device, progress=progress)
     augment = DifferentiableAugment(config.augment) if config.buffer.augment else None
     rows, directory = data.train_rows, task.buffer_directory()

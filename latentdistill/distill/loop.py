@@ -135,7 +135,7 @@ def distill(
                 tensor.grad = processes.sum(tensor.grad)
             loss = processes.sum(loss.detach())
         value = float(loss.detach())
-        if not math.isfinite(value) or not all(bool(torch.isfinite(t.grad).all()) for t in learnable):
+        if not math.isfinite(value) or not all(t.grad is None or bool(torch.isfinite(t.grad).all()) for t in learnable):
             raise Diverged(diverged_message(f"the loss is {value}"))
         optimizer.step()
         if not all(bool(torch.isfinite(t).all()) for t in learnable):
@@ -145,7 +145,7 @@ def distill(
     def diverged_message(what: str) -> str:
         kept = f"the checkpoint of iteration {last_saved} in {folder.path} is kept" if last_saved else "no checkpoint was written"
         return (f"distillation diverged at iteration {iteration + 1}: {what}; {kept} and nothing was exported "
-                "(lower distill.lr or check the data)")
+                "(check the data, or lower distill.lr and start again in a new output_dir)")
 
     def write_checkpoint(done: int) -> None:
         nonlocal last_saved

@@ -54,11 +54,13 @@ def register(name: str, task: str = "classification"):
     return NETWORKS.register(name, task=task)
 
 
-def build(name: str, *args, task: str | None = None, **kwargs) -> nn.Module:
-    """Build a network by name; ``task`` ("classification" | "sr"), when given, must match it."""
+def build(name: str, *args, task: str | None = None, config_key: str | None = None, **kwargs) -> nn.Module:
+    """Build a network by name; ``task`` ("classification" | "sr"), when given, must match it;
+    ``config_key`` names the key that chose it in the error for an unknown name."""
     if name not in NETWORKS or (task is not None and NETWORKS.tags(name).get("task") != task):
         known = NETWORKS.names(**({"task": task} if task else {}))
-        raise LatentDistillError(f"unknown {task + ' ' if task else ''}network '{name}' (known: {', '.join(known)})")
+        where = f"config key '{config_key}': " if config_key else ""
+        raise LatentDistillError(f"{where}unknown {task + ' ' if task else ''}network '{name}' (known: {', '.join(known)})")
     return NETWORKS.build(name, *args, **kwargs)
 
 

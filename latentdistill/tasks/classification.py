@@ -122,7 +122,7 @@ class ClassificationTask:
         if data.train.latents is None:
             raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
         nets.build(settings.net, num_classes=2, resolution=config.data.resolution, task="classification",
-                   width=settings.net_width, depth=settings.net_depth)  # a bad name fails before the loop
+                   config_key="distill.net", width=settings.net_width, depth=settings.net_depth)  # fails before the loop
         normalize = self.normalize().to(device)
         num_classes = len(data.classes)
         # Real images: normalised once, grouped by class, only the rows outside the validation split.
@@ -182,15 +182,19 @@ class ClassificationTask:
         if unknown:
             raise LatentDistillError(f"config key 'evaluate.nets': unknown network '{unknown[0]}' "
                                      f"(known: {', '.join(nets.names('classification'))})")
-        autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
-        data = self.prepare(autoencoder, device, progress=progress)  # the train cache is the autoencoder's
-        if data.classes != distilled.classes:
-            raise LatentDistillError(f"{source} was distilled for classes {distilled.classes}, the dataset at "
-                                     f"{config.data.root} (config key 'data.root') has {data.classes}")
+        # Compatibility first, before any cache is read or built: resolution, then the class names.
         resolution = distilled.images.shape[-1]
         if resolution != config.data.resolution:
             raise LatentDistillError(f"{source} holds {resolution}px images; config key 'data.resolution' is "
                                      f"{config.data.resolution}: set data.resolution={resolution}")
+        if not Path(config.data.root).is_dir():
+            raise LatentDistillError(f"config key 'data.root': dataset folder not found: {config.data.root}")
+        classes = list(ImageFolder.scan(config.data.root, config.data.train_split).classes)
+        if classes != distilled.classes:
+            raise LatentDistillError(f"{source} was distilled for classes {distilled.classes}, the dataset at "
+                                     f"{config.data.root} (config key 'data.root') has {classes}")
+        autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
+        data = self.prepare(autoencoder, device, progress=progress)  # the train cache is the autoencoder's
         augment = DifferentiableAugment(config.augment) if config.evaluate.augment else None
         resolved = config_to_dict(config)
         real = ClassifierTraining(data.train.images, data.train.labels, len(data.classes), self.normalize().to(device),

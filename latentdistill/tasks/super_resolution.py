@@ -178,6 +178,7 @@ class SuperResolutionTask:
                                      "(config keys 'sr.pool', 'sr.budget')")
         if settings.objective == "mtt":
             raise LatentDistillError("config key 'distill.objective': task sr has no expert buffers for 'mtt' (use gm or dm)")
+        nets.build(sr.net, scale=sr.scale, task="sr", config_key="sr.net")  # a bad name fails before the loop
         start = initial_sr_set(data.latents, data.pseudo_labels, classes, total, self.config.seed)
         real_by_class = {c: data.patches[data.pseudo_labels == c] for c in range(classes)}
 
