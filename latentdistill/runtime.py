@@ -19,6 +19,10 @@ def resolve_device(name: str) -> torch.device:
         raise LatentDistillError(f"config key 'device': unknown device '{name}' (auto | cpu | cuda | cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LatentDistillError(f"config key 'device' asks for '{name}' but no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise LatentDistillError(f"config key 'device' asks for '{name}' but this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type not in ("cpu", "cuda"):
+        raise LatentDistillError(f"config key 'device': '{name}' is not supported (auto | cpu | cuda | cuda:N)")
     return device
 
 

@@ -12,8 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from latentdistill import nets
 from latentdistill.autoencoders import load_autoencoder
 from latentdistill.config import RunConfig, config_to_dict
@@ -29,11 +27,10 @@ from latentdistill.export import (
     DistilledSet,
     package_versions,
     read_distilled,
-    save_grid,
     write_distilled,
 )
 from latentdistill.io import atomic_write_text
-from latentdistill.priors import build_prior
+from latentdistill.priors import PRIORS, build_prior
 from latentdistill.registry import import_user_modules
 from latentdistill.run_folder import RunFolder
 from latentdistill.runtime import Processes, resolve_device, set_threads
@@ -61,7 +58,11 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
     _setup(config)
     processes = processes or Processes()
     task = build_task(config)
+    task.check_names()
     task.check_prior(config.prior.name)
+    PRIORS.get(config.prior.name)
+    if processes.count > 1 and config.distill.objective == "mtt":
+        raise LatentDistillError("objective 'mtt' runs in one process: its student sees every class at once")
     folder, resolved = RunFolder(config.output_dir), config_to_dict(config)
     device = processes.accelerator.device if processes.count > 1 else resolve_device(config.device)
     if processes.is_main:
@@ -76,8 +77,6 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
         prior = build_prior(config.prior, classes, config.precision)
         problem = task.matching_problem(data, device)
         objective = build_objective(task.objective_setup(data))
-        if processes.count > 1 and config.distill.objective == "mtt":
-            raise LatentDistillError("objective 'mtt' runs in one process: its student sees every class at once")
         if processes.is_main:
             folder.write_config(resolved)
         generator = ImageGenerator(autoencoder, prior)
@@ -95,9 +94,7 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
                 metadata["learned"] = {name: float(value) for name, value in synthetic.learned.items()}
             write_distilled(folder.distilled, DistilledSet(synthetic.latents, synthetic.labels, images,
                                                            synthetic.embeddings, metadata))
-            shown = slice(None) if task.export_batch == 0 else slice(0, 64)
-            save_grid(images[shown], synthetic.labels[shown] if task.export_batch == 0 else torch.zeros(
-                len(images[shown]), dtype=torch.long), folder.grid, scale=2 if task.export_batch == 0 else 1)
+            task.save_grid(images, synthetic.labels, folder.grid)
     processes.wait()  # nobody reads the file before the main process has written it
     return folder.distilled
 

@@ -455,6 +455,26 @@ def test_evaluate_destination_that_cannot_be_created(tiny, tmp_path, capsys, sna
     assert snapshot(tmp_path) == before
 
 
+def test_a_finished_evaluation_survives_an_unwritable_report(tiny, tmp_path, capsys, monkeypatch):
+    """The disk fills up after the networks have trained: the table is printed, the report is kept in the
+    temporary folder, and the one-line error says where."""
+    import latentdistill.workflows as workflows_module
+    from latentdistill.io import WriteError
+
+    def full_disk(path, text):
+        raise WriteError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(workflows_module, "atomic_write_text", full_disk)
+    source = copied_set(tiny, tmp_path / "sets")
+    code, out, err = cli(capsys, "--no-progress", "evaluate", str(source), *tiny.evaluate_overrides())
+    assert code == 2
+    assert "| convnet |" in out  # printed before the report was written
+    message = one_line_error(err, "No space left on device", "saved to")
+    fallback = Path(message.rsplit("saved to ", 1)[1].split(" instead")[0])
+    assert json.loads(fallback.read_text())["networks"]["convnet"]["distilled"]["runs"]
+    fallback.unlink()
+
+
 def test_evaluate_task_mismatch_names_task(tiny, tmp_path, capsys, snapshot, no_training):
     source = copied_set(tiny, tmp_path / "sets")
     before = snapshot(source.parent)
@@ -583,3 +603,17 @@ def test_info_refuses_nan_latents_naming_latents(tiny, tmp_path, capsys):
     code, out, err = cli(capsys, "info", str(path))
     assert code == 2 and out == ""
     one_line_error(err, str(path), "'latents'", "non-finite")
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("prior.name=vqgan", "'prior.name'"), ("distill.objective=kip", "'distill.objective'"),
+    ("distill.init=magic", "'distill.init'"), ("distill.net=resnet50", "'distill.net'"), ("task=detection", "'task'"),
+    ("device=mps", "'device'"), ("device=cuda:7", "'device'"),
+])
+def test_unknown_parts_are_refused_before_any_data_is_read(tiny, tmp_path, capsys, override, key):
+    """A typo in a part's name costs nothing: no cache is built or read, no run folder is made."""
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    code, _, err = cli(capsys, *tiny.distill_argv(run_dir), f"cache.dir={cache}", override)
+    assert code == 2
+    one_line_error(err, key)
+    assert not cache.exists() and not run_dir.exists()

@@ -26,6 +26,9 @@ class Task(Protocol):
     def check_prior(self, prior_name: str) -> None:
         """Refuse a prior the task cannot use."""
 
+    def check_names(self) -> None:
+        """Refuse unknown networks, objectives and starts before any data is read (a cheap check)."""
+
     def summary(self, data: Any) -> str:
         """One line on what ``prepare`` made, for ``latentdistill encode``."""
 
@@ -36,6 +39,9 @@ class Task(Protocol):
     def objective_setup(self, data: Any) -> ObjectiveSetup: ...
 
     def export_metadata(self, data: Any) -> dict: ...
+
+    def save_grid(self, images: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
+        """A PNG of the exported set for a quick look."""
 
     def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
         """Train fresh networks on the set and on its baselines; the report (JSON-ready)."""

@@ -24,11 +24,11 @@ from latentdistill.data.latent_cache import LatentCache, encode_dataset
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.loop import MatchingProblem
-from latentdistill.distill.objective import ObjectiveSetup
-from latentdistill.distill.synthetic import initial_synthetic_set
+from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
+from latentdistill.distill.synthetic import INITIALISATIONS, initial_synthetic_set
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.classification import BaselineCache, evaluate_classification, markdown_table, network_names
-from latentdistill.export import DistilledSet
+from latentdistill.export import DistilledSet, save_grid
 from latentdistill.runtime import Normalize, resolve_device
 from latentdistill.tasks.base import TASKS
 
@@ -112,6 +112,15 @@ class ClassificationTask:
     def check_prior(self, prior_name: str) -> None:
         return None
 
+    def check_names(self) -> None:
+        settings = self.config.distill
+        OBJECTIVES.get(settings.objective)
+        if settings.init not in INITIALISATIONS:
+            raise LatentDistillError(f"config key 'distill.init': unknown initialisation '{settings.init}' "
+                                     f"(known: {', '.join(INITIALISATIONS)})")
+        nets.build(settings.net, num_classes=2, resolution=self.config.data.resolution, task="classification",
+                   config_key="distill.net", width=settings.net_width, depth=settings.net_depth)
+
     def normalize(self) -> Normalize:
         return Normalize(self.config.data.mean, self.config.data.std)
 
@@ -121,8 +130,6 @@ class ClassificationTask:
         config, settings = self.config, self.config.distill
         if data.train.latents is None:
             raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
-        nets.build(settings.net, num_classes=2, resolution=config.data.resolution, task="classification",
-                   config_key="distill.net", width=settings.net_width, depth=settings.net_depth)  # fails before the loop
         normalize = self.normalize().to(device)
         num_classes = len(data.classes)
         # Real images: normalised once, grouped by class, only the rows outside the validation split.
@@ -148,6 +155,9 @@ class ClassificationTask:
                    "resolution": self.config.data.resolution}
         return ObjectiveSetup(settings, DifferentiableAugment(self.config.augment), CrossEntropy(), self.config.precision,
                               self.buffer_directory(), expects)
+
+    def save_grid(self, images: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
+        save_grid(images, labels, path)  # one row per class, 2x for viewing
 
     def export_metadata(self, data: PreparedData) -> dict:
         return {"dataset": Path(self.config.data.root).resolve().name, "classes": data.classes,

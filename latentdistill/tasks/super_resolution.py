@@ -23,7 +23,7 @@ from latentdistill.config import RunConfig
 from latentdistill.data.super_resolution import downsample, extract_patches, list_images, load_hr_images
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.loop import MatchingProblem
-from latentdistill.distill.objective import ObjectiveSetup
+from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
 from latentdistill.distill.synthetic import SyntheticSet, kmeans
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.classification import BaselineCache
@@ -36,7 +36,7 @@ from latentdistill.evaluate.super_resolution import (
     summarize_sr,
     train_sr,
 )
-from latentdistill.export import DistilledSet
+from latentdistill.export import DistilledSet, save_grid
 from latentdistill.io import atomic_save_file, read_safetensors
 from latentdistill.runtime import resolve_device
 from latentdistill.tasks.base import TASKS
@@ -163,6 +163,14 @@ class SuperResolutionTask:
     def classes(self, data: SRData) -> list[str]:
         return [f"cluster_{c}" for c in range(self.sr.pseudo_classes)]
 
+    def check_names(self) -> None:
+        OBJECTIVES.get(self.config.distill.objective)
+        if self.config.distill.objective == "mtt":
+            raise LatentDistillError("config key 'distill.objective': task sr has no expert buffers for 'mtt' (use gm or dm)")
+        nets.build(self.sr.net, scale=self.sr.scale, task="sr", config_key="sr.net")
+        if not self.sr.train or not self.sr.test:
+            raise LatentDistillError(f"config key 'sr.{'train' if not self.sr.train else 'test'}' names no image folder")
+
     def check_prior(self, prior_name: str) -> None:
         if prior_name != "vae":
             raise LatentDistillError(f"config key 'prior.name': task sr decodes its latents directly (prior 'vae'), not '{prior_name}'")
@@ -170,15 +178,12 @@ class SuperResolutionTask:
     # --- distillation ---------------------------------------------------------------------------
 
     def matching_problem(self, data: SRData, device: torch.device) -> MatchingProblem:
-        sr, settings = self.sr, self.config.distill
+        sr = self.sr
         classes = int(data.pseudo_labels.max()) + 1
         total = max(classes, round(sr.budget * data.training_patches))
         if total > len(data.patches):
             raise LatentDistillError(f"the pool holds {len(data.patches)} patches, fewer than the {total} to distil "
                                      "(config keys 'sr.pool', 'sr.budget')")
-        if settings.objective == "mtt":
-            raise LatentDistillError("config key 'distill.objective': task sr has no expert buffers for 'mtt' (use gm or dm)")
-        nets.build(sr.net, scale=sr.scale, task="sr", config_key="sr.net")  # a bad name fails before the loop
         start = initial_sr_set(data.latents, data.pseudo_labels, classes, total, self.config.seed)
         real_by_class = {c: data.patches[data.pseudo_labels == c] for c in range(classes)}
 
@@ -195,6 +200,10 @@ class SuperResolutionTask:
         # No DSA: flips and crops of SR patches change what the network must reconstruct.
         no_augment = DifferentiableAugment(type(self.config.augment)(strategy="none"))
         return ObjectiveSetup(self.config.distill, no_augment, Reconstruction(self.sr.scale), self.config.precision)
+
+    def save_grid(self, images: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
+        shown = images[:64]  # a sample of the patches, at their own size
+        save_grid(shown, torch.zeros(len(shown), dtype=torch.long), path, scale=1)
 
     def export_metadata(self, data: SRData) -> dict:
         sr = self.sr
