@@ -123,7 +123,7 @@ def _run_verb(args: argparse.Namespace) -> None:
 
     from latentdistill import workflows
     from latentdistill.config import load_config
-    from latentdistill.launch import launched_processes, output_dir_given, refuse_multi_process
+    from latentdistill.launch import launched_processes, refuse_multi_process
     from latentdistill.run_folder import RunFolder
 
     progress = not args.no_progress
@@ -143,14 +143,18 @@ def _run_verb(args: argparse.Namespace) -> None:
         overrides += [f"evaluate.nets=[{args.nets}]"] if args.nets else []
         config = load_config(args.config, overrides)
         processes = launched_processes(config)
-        folder = workflows.evaluation_folder(_path(args.file), config, output_dir_given(args.config, overrides))
+        # output_dir on the command line is where the report goes; without it (a config file's output_dir
+        # names the distillation's folder), a fresh evaluation-N folder beside FILE.
+        given = any(item.split("=", 1)[0].strip() == "output_dir" for item in overrides)
+        folder = RunFolder(config.output_dir) if given else None
         workflows.run_evaluate(args.file, config, folder, processes, progress=progress)
         return
     config = load_config(args.config, overrides)
     if args.verb == "encode":
         from latentdistill.tasks import build_task
 
-        print(build_task(config).summary(workflows.run_encode(config, progress=progress)))
+        data = workflows.run_encode(config, progress=progress)  # imports the config's modules first
+        print(build_task(config).summary(data))
     elif args.verb == "sr-train":
         print(f"SR model: {workflows.run_sr_train(config, args.source, progress=progress)}")
     elif args.verb == "buffer":
@@ -161,17 +165,14 @@ def _run_verb(args: argparse.Namespace) -> None:
         print(f"trained prior: {folder} (use it with prior.name=diffusion prior.denoiser={folder})")
     else:  # distill, run
         processes = launched_processes(config)
-        output = workflows.run_distill(config, resume=args.resume, processes=processes, progress=progress)
+        if args.verb == "run" and args.resume and workflows.distilled_but_not_evaluated(config):
+            output = RunFolder(config.output_dir).distilled  # its evaluation was interrupted: evaluate it now
+        else:
+            output = workflows.run_distill(config, resume=args.resume, processes=processes, progress=progress)
         if processes.is_main:
             print(f"distilled set: {output}", flush=True)
         if args.verb == "run":
             workflows.run_evaluate(output, config, RunFolder(config.output_dir), processes, progress=progress)
-
-
-def _path(text: str):
-    from pathlib import Path
-
-    return Path(text)
 
 
 if __name__ == "__main__":

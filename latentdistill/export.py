@@ -3,8 +3,8 @@
 Tensors: ``latents`` (N, C, h, w) float32, ``labels`` (N,) int64, optional ``embeddings`` (N, ...)
 (the learnt conditioning of prior ``diffusion``) and
 ``images`` (N, 3, H, W) uint8 (decoded). Metadata (string -> JSON): format version, task, class names,
-autoencoder and prior specs, the resolved config, seed, package versions and, once evaluated, the
-results. No pickle: anyone can open it with safetensors alone.
+autoencoder and prior specs, the resolved config, seed and package versions (files written by earlier
+versions may also hold an ``evaluation``; evaluation now writes its own report and never this file). No pickle: anyone can open it with safetensors alone.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, atomic_write_bytes
 
 FORMAT_VERSION = 1
-TASKS = ("classification", "sr")
 REQUIRED_METADATA = ("format_version", "task", "classes")
 
 
@@ -201,9 +200,9 @@ def _validate(distilled: DistilledSet, path: Path) -> None:
     if missing:
         raise LatentDistillError(f"{path}: metadata key '{missing[0]}' is missing")
     _validate_metadata(distilled.metadata, path)
-    task = distilled.metadata["task"]
-    if task not in TASKS:
-        raise LatentDistillError(f"{path}: unknown task '{task}' (known: {', '.join(TASKS)})")
+    task = distilled.metadata["task"]  # any task name: tasks are registered by name, also by user code
+    if not task:
+        raise LatentDistillError(f"{path}: metadata key 'task' is empty")
     classes = distilled.metadata["classes"]
     low, high = int(labels.min()), int(labels.max())
     if task == "classification" and (low < 0 or high >= len(classes)):

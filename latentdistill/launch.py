@@ -9,10 +9,9 @@ what the networks actually run in.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from datetime import timedelta
 
 import torch
-import yaml
 
 from latentdistill.config import RunConfig
 from latentdistill.errors import LatentDistillError
@@ -42,23 +41,14 @@ def launched_processes(config: RunConfig) -> Processes:
     if world_size() == 1:
         return Processes()
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
     cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=cpu, mixed_precision="no")  # precision is ours: bf16 autocast where safe
+    # The other processes wait while the main one builds a cache (minutes to hours on a large dataset):
+    # a barrier must not time out before it does.
+    patience = InitProcessGroupKwargs(timeout=timedelta(days=2))
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=[patience])  # precision is ours
     if accelerator.num_processes != world_size():
         raise LatentDistillError(f"the launch asks for {world_size()} processes (WORLD_SIZE) but only "
                                  f"{accelerator.num_processes} joined: check the launcher and config key 'device'")
     return Processes(accelerator)
-
-
-def output_dir_given(config_path: str | None, overrides: list[str]) -> bool:
-    """Whether the user named ``output_dir`` (in the config file or an override)."""
-    if any(item.split("=", 1)[0].strip() == "output_dir" for item in overrides):
-        return True
-    if config_path and Path(config_path).is_file():
-        try:
-            values = yaml.safe_load(Path(config_path).read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError):
-            return False
-        return isinstance(values, dict) and "output_dir" in values
-    return False

@@ -47,9 +47,13 @@ class Registry:
         entry = self._entries[name]
         if isinstance(entry, str):
             module, _, path = entry.partition(":")
-            entry = importlib.import_module(module)
-            for attribute in path.split("."):
-                entry = getattr(entry, attribute)
+            try:
+                entry = importlib.import_module(module)
+                for attribute in path.split("."):
+                    entry = getattr(entry, attribute)
+            except (ImportError, AttributeError) as error:
+                raise LatentDistillError(f"{self.kind} '{name}' cannot be loaded from '{self._entries[name]}' "
+                                         f"({type(error).__name__}: {error})") from None
             self._entries[name] = entry
         return entry
 

@@ -10,6 +10,8 @@ resume there, and who holds it.
 | ``grid.png`` | distill | the decoded set, one row per class |
 | ``report.json`` | evaluate | the evaluation; never overwritten (a new evaluation takes a new folder) |
 | ``.lock`` | every verb that writes here | held (``flock``) while a process works in the folder |
+| ``sr_model.safetensors`` | sr-train | a trained SR network |
+| ``train_prior_*`` | train-prior | its checkpoint and log, beside the trained prior's diffusers folders |
 
 A command that is refused changes nothing here: every check reads, and only an accepted run writes.
 The lock is an advisory ``flock`` on ``.lock``: the kernel drops it when its process dies, so a lock
@@ -23,6 +25,7 @@ import fcntl
 import json
 import os
 import socket
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -75,11 +78,32 @@ class RunFolder:
     GRID = "grid.png"
     REPORT = "report.json"
     LOCK = ".lock"
+    SR_MODEL = "sr_model.safetensors"  # sr-train
+    PRIOR_CHECKPOINT = "train_prior_checkpoint.safetensors"  # train-prior (the prior itself: diffusers folders)
+    PRIOR_LOG = "train_prior_log.jsonl"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, claimed: bool = False):
+        """``claimed``: the caller made this (empty) folder for this command, so a failure removes it."""
         if not str(path).strip():
             raise LatentDistillError("config key 'output_dir' is empty: name the run folder")
         self.path = Path(path)
+        self.claimed = claimed
+
+    @classmethod
+    def fresh(cls, parent: Path, prefix: str) -> RunFolder:
+        """A new ``<prefix>-N`` folder in ``parent``, claimed with mkdir: commands started at once never share
+        one, and nothing earlier is ever overwritten."""
+        index = 1
+        while True:
+            candidate = parent / f"{prefix}-{index}"
+            try:
+                candidate.mkdir()
+                return cls(candidate, claimed=True)
+            except FileExistsError:
+                index += 1
+            except OSError as error:
+                raise LatentDistillError(f"cannot write a {prefix} folder in {parent} ({error.strerror}): "
+                                         "pass output_dir=...") from None
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -122,17 +146,22 @@ class RunFolder:
             return
         if not resume:
             raise LatentDistillError(f"{self.checkpoint} exists: pass --resume to continue that run, or choose another output_dir")
-        saved = self.saved_config()
+        saved, iteration = self.saved_state()
         key = changed_key(saved, resolved, DISTILL_FIXED, DISTILL_MAY_CHANGE)
         if key:
             raise LatentDistillError(f"cannot resume {self.checkpoint}: config key {describe_change(key, saved, resolved)} "
                                      "differs from the saved run (nothing was changed)")
+        wanted = resolved.get("distill", {}).get("iterations", iteration)
+        if wanted < iteration:
+            raise LatentDistillError(f"cannot resume {self.checkpoint}: it is at iteration {iteration}, past config key "
+                                     f"'distill.iterations' ({wanted}); set distill.iterations={iteration} or more")
 
-    def saved_config(self) -> dict:
-        """The resolved config stored in the checkpoint's metadata."""
+    def saved_state(self) -> tuple[dict, int]:
+        """The resolved config and the iteration stored in the checkpoint's metadata."""
         try:
             with safe_open(self.checkpoint, framework="pt") as file:
-                return json.loads((file.metadata() or {})["config"])
+                metadata = file.metadata() or {}
+                return json.loads(metadata["config"]), int(metadata["iteration"])
         except (SafetensorError, OSError, ValueError, KeyError) as error:
             raise LatentDistillError(f"checkpoint {self.checkpoint} is unreadable ({type(error).__name__}): "
                                      "delete it to start over") from None
@@ -145,6 +174,18 @@ class RunFolder:
 
     def write_config(self, resolved: dict) -> None:
         atomic_write_text(self.config, yaml.safe_dump(resolved, sort_keys=False))
+
+    def write_report(self, text: str) -> Path:
+        """Write ``report.json``; if the folder has become unwritable, keep the report in the temporary folder
+        instead (a finished evaluation is never lost) and say where in the error."""
+        try:
+            atomic_write_text(self.report, text)
+            return self.report
+        except (LatentDistillError, OSError) as error:
+            handle, fallback = tempfile.mkstemp(prefix="latentdistill-report-", suffix=".json")
+            with os.fdopen(handle, "w") as file:
+                file.write(text)
+            raise LatentDistillError(f"{error}; the finished evaluation was saved to {fallback} instead") from None
 
     def append_log(self, record: dict) -> None:
         with open(self.log, "a") as log:
@@ -163,12 +204,13 @@ class RunFolder:
                 continue  # a line cut short by the kill
         atomic_write_text(self.log, "".join(kept))
 
-    def distill_minutes(self) -> float:
-        """Time spent in the distillation loop, summed over every session of a (resumed) run."""
-        if not self.log.exists():
+    def distill_minutes(self, log: Path | None = None) -> float:
+        """Time spent in the loop (distillation, or the log named), summed over every session of a resumed run."""
+        log = log or self.log
+        if not log.exists():
             return 0.0
         seconds = 0.0
-        for line in self.log.read_text().splitlines():
+        for line in log.read_text().splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 seconds += json.loads(line)["seconds"]
         return seconds / 60
@@ -179,6 +221,7 @@ class RunFolder:
         call created is removed again if the work fails before writing anything into it."""
         created = [self.path, *self.path.parents]
         created = created[: next(i for i, p in enumerate(created) if p.exists())] if not self.path.exists() else []
+        created = created or ([self.path] if self.claimed else [])
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             handle = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o666)

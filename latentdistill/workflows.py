@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,10 +28,9 @@ from latentdistill.export import (
     read_distilled,
     write_distilled,
 )
-from latentdistill.io import atomic_write_text
 from latentdistill.priors import PRIORS, build_prior
 from latentdistill.registry import import_user_modules
-from latentdistill.run_folder import RunFolder
+from latentdistill.run_folder import DISTILL_FIXED, DISTILL_MAY_CHANGE, RunFolder, changed_key, describe_change
 from latentdistill.runtime import Processes, resolve_device, set_threads
 from latentdistill.tasks import build_task
 from latentdistill.tasks.classification import ClassificationTask
@@ -65,8 +63,7 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
         raise LatentDistillError("objective 'mtt' runs in one process: its student sees every class at once")
     folder, resolved = RunFolder(config.output_dir), config_to_dict(config)
     device = processes.accelerator.device if processes.count > 1 else resolve_device(config.device)
-    if processes.is_main:
-        folder.check_distill(resolved, resume)  # reads only: a refused command changes nothing
+    folder.check_distill(resolved, resume)  # reads only (every process: all refuse alike); changes nothing
     with folder.lock() if processes.is_main else contextlib.nullcontext():
         if processes.is_main:
             folder.check_distill(resolved, resume)
@@ -76,6 +73,9 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
         classes = task.classes(data)
         prior = build_prior(config.prior, classes, config.precision)
         problem = task.matching_problem(data, device)
+        if processes.count > problem.num_classes:
+            raise LatentDistillError(f"{processes.count} processes share {problem.num_classes} classes: launch at most "
+                                     f"{problem.num_classes}")
         objective = build_objective(task.objective_setup(data))
         if processes.is_main:
             folder.write_config(resolved)
@@ -99,20 +99,25 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
     return folder.distilled
 
 
-def evaluation_folder(source: Path, config: RunConfig, output_dir_given: bool) -> RunFolder:
-    """Where ``evaluate`` writes: the ``output_dir`` the user gave, else a fresh ``evaluation-N`` folder
-    beside the file, so no earlier report is ever overwritten."""
-    if output_dir_given:
-        return RunFolder(config.output_dir)
-    index = 1
-    while (source.parent / f"evaluation-{index}").exists():
-        index += 1
-    return RunFolder(source.parent / f"evaluation-{index}")
+def distilled_but_not_evaluated(config: RunConfig) -> bool:
+    """Whether ``output_dir`` holds this config's finished set without its report (``run --resume`` after an
+    interrupted evaluation): then only the evaluation remains to do."""
+    folder = RunFolder(config.output_dir)
+    if not folder.distilled.exists() or folder.report.exists():
+        return False
+    saved = read_distilled(folder.distilled).metadata.get("config", {})
+    resolved = config_to_dict(config)
+    key = changed_key(saved, resolved, DISTILL_FIXED, DISTILL_MAY_CHANGE)
+    if key:
+        raise LatentDistillError(f"{folder.distilled} was distilled with config key {describe_change(key, saved, resolved)}: "
+                                 "evaluate it with its own config, or choose another output_dir")
+    return True
 
 
-def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder, processes: Processes | None = None,
+def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder | None = None, processes: Processes | None = None,
                  progress: bool = True) -> dict:
-    """Train fresh networks on a distilled file; print the table and write ``report.json`` into ``folder``.
+    """Train fresh networks on a distilled file; print the table and write ``report.json`` into ``folder``
+    (None: a fresh ``evaluation-N`` folder beside the file, made just before the work).
 
     The file is only read. Every path (data, cache, weights) comes from ``config``; the file's metadata
     only has to agree with it (task, classes, resolution)."""
@@ -125,34 +130,22 @@ def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder, process
     if distilled.metadata["task"] != config.task:
         raise LatentDistillError(f"{path} is a '{distilled.metadata['task']}' set; config key 'task' is '{config.task}' "
                                  f"(pass the config it was distilled with, or task={distilled.metadata['task']})")
-    if not processes.is_main:  # the evaluation runs on the main process; the others wait for it
-        processes.wait()
-        return {}
     task = build_task(config)
-    folder.check_report()
+    if folder is not None:
+        folder.check_report()
+    if not processes.is_main:  # the main process evaluates alone; the others are done (no barrier to time out)
+        return {}
+    folder = folder or RunFolder.fresh(path.parent, "evaluation")
     with folder.lock():  # made (and proved writable) before the work, so a finished evaluation has a home
         folder.check_report()
         started = time.perf_counter()
         report = {"distilled_file": str(path.resolve()), **task.evaluate(distilled, path, progress=progress)}
         report.setdefault("minutes", round((time.perf_counter() - started) / 60, 2))
         print(task.table(report), flush=True)
-        save_report(report, folder)
+        folder.write_report(json.dumps(report, indent=2))
         if not folder.config.exists():
             folder.write_config(config_to_dict(config))
-    processes.wait()
     return report
-
-
-def save_report(report: dict, folder: RunFolder) -> Path:
-    """Write the report; if its folder has become unwritable, keep it in the temporary folder instead."""
-    text = json.dumps(report, indent=2)
-    try:
-        atomic_write_text(folder.report, text)
-        return folder.report
-    except (LatentDistillError, OSError) as error:
-        fallback = Path(tempfile.mkstemp(prefix="latentdistill-report-", suffix=".json")[1])
-        fallback.write_text(text)
-        raise LatentDistillError(f"{error}; the finished evaluation was saved to {fallback} instead") from None
 
 
 def run_buffer(config: RunConfig, progress: bool = True) -> Path:
@@ -169,8 +162,9 @@ def run_buffer(config: RunConfig, progress: bool = True) -> Path:
     rows, directory = data.train_rows, task.buffer_directory()
     training = ClassifierTraining(data.train.images[rows], data.train.labels[rows], len(data.classes),
                                   task.normalize().to(device), augment, config.seed, device, config.precision)
-    train_experts(training, directory, task.buffer_meta(), progress=progress)
-    RunFolder(directory).write_config(config_to_dict(config))
+    with RunFolder(directory).lock():  # one trainer per buffer: two would write the same expert files
+        train_experts(training, directory, task.buffer_meta(), progress=progress)
+        RunFolder(directory).write_config(config_to_dict(config))
     return directory
 
 
@@ -204,9 +198,14 @@ def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress:
     _setup(config)
     task, device = SuperResolutionTask(config), resolve_device(config.device)
     folder = RunFolder(config.output_dir)
-    output = folder.path / "sr_model.safetensors"
-    if output.exists():
-        raise LatentDistillError(f"{output} already exists: choose another output_dir (nothing was overwritten)")
+    output = folder.path / RunFolder.SR_MODEL
+
+    def check() -> None:
+        if output.exists():
+            raise LatentDistillError(f"{output} already exists: choose another output_dir (nothing was overwritten)")
+
+    check()
+    task.check_names()
     if distilled_path:
         distilled = read_distilled(distilled_path)
         if distilled.metadata.get("task") != "sr" or distilled.images is None:
@@ -215,8 +214,10 @@ def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress:
     else:
         hr = task.training_patches()
     with folder.lock():
+        check()
         model = train_sr(make_lr_patches(hr, config.sr.scale), hr, config.sr, config.seed, device, progress=progress)
-        folder.write_config(config_to_dict(config))
+        if not folder.config.exists():  # the folder may be a distillation's: its config stays
+            folder.write_config(config_to_dict(config))
         save_sr_model(output, model, config.sr.net, config.sr.scale, {"trained_on": distilled_path or config.sr.train,
                                                                        "patches": len(hr)})
     for name, images in task.test_sets().items():

@@ -14,8 +14,8 @@ from latentdistill.config import AugmentConfig, EvaluateConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.errors import LatentDistillError
+from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.classification import (
-    BaselineCache,
     accuracy,
     random_real_subset,
     summarize,
@@ -59,8 +59,9 @@ def evaluate(tiny_run, *overrides: str) -> tuple[dict, Path]:
     """``workflows.run_evaluate`` as the CLI calls it without output_dir: a fresh folder beside the file."""
     file, run_overrides = tiny_run
     config = load_config(None, [*run_overrides, *overrides])
-    folder = workflows.evaluation_folder(file, config, output_dir_given=False)
-    return workflows.run_evaluate(file, config, folder, progress=False), folder.report
+    report = workflows.run_evaluate(file, config, progress=False)
+    folders = sorted(file.parent.glob("evaluation-*"), key=lambda p: int(p.name.split("-")[1]))
+    return report, folders[-1] / "report.json"
 
 
 def test_train_classifier_learns_separable_data():

@@ -458,13 +458,13 @@ def test_evaluate_destination_that_cannot_be_created(tiny, tmp_path, capsys, sna
 def test_a_finished_evaluation_survives_an_unwritable_report(tiny, tmp_path, capsys, monkeypatch):
     """The disk fills up after the networks have trained: the table is printed, the report is kept in the
     temporary folder, and the one-line error says where."""
-    import latentdistill.workflows as workflows_module
+    import latentdistill.run_folder as run_folder_module
     from latentdistill.io import WriteError
 
     def full_disk(path, text):
         raise WriteError(f"cannot write {path}: No space left on device")
 
-    monkeypatch.setattr(workflows_module, "atomic_write_text", full_disk)
+    monkeypatch.setattr(run_folder_module, "atomic_write_text", full_disk)
     source = copied_set(tiny, tmp_path / "sets")
     code, out, err = cli(capsys, "--no-progress", "evaluate", str(source), *tiny.evaluate_overrides())
     assert code == 2

@@ -39,8 +39,9 @@ class ImageGenerator(nn.Module):
         prior that takes one fixed noise draw per set, such as ``diffusion``, must see the set at once)."""
         self.to(device)
         if batch_size:
-            parts = [self(part.to(device)).float().cpu() for part in latents.split(batch_size)]
-            decoded = torch.cat(parts)
+            rows = torch.arange(len(latents)).split(batch_size)
+            decoded = torch.cat([self(latents[part].to(device), None if embeddings is None else embeddings[part].to(device))
+                                 .float().cpu() for part in rows])
         else:
             decoded = self(latents.to(device), None if embeddings is None else embeddings.to(device)).cpu()
         return (decoded.clamp(0, 1) * 255).round().to(torch.uint8)

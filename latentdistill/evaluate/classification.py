@@ -14,7 +14,6 @@ import dataclasses
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +22,8 @@ from tqdm.auto import tqdm
 from latentdistill import nets
 from latentdistill.config import EvaluateConfig
 from latentdistill.distill.classifier_training import ClassifierTraining
+from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.scores import augmentation_robust_score, label_robust_score
-from latentdistill.io import atomic_write_text
 from latentdistill.runtime import Normalize, autocast
 
 
@@ -101,35 +100,6 @@ def random_real_subset(labels: torch.Tensor, rows: torch.Tensor, ipc: int, seed:
         candidates = rows[labels[rows] == label]
         chosen.append(candidates[torch.randperm(len(candidates), generator=generator)[:ipc]])
     return torch.cat(chosen)
-
-
-class BaselineCache:
-    """Accuracies of the baselines (random real subsets, the full training set), which do not depend on
-    the distilled set: every evaluation with the same data, protocol, network and seed reuses them, so
-    a cross-architecture table of several distilled sets trains each baseline once. A JSON file,
-    rewritten atomically after each new entry."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.entries: dict[str, dict] = {}
-        if path is not None and path.is_file():
-            try:
-                self.entries = json.loads(path.read_text())
-            except ValueError:
-                self.entries = {}  # a damaged cache only costs recomputation
-
-    def get(self, key: str) -> dict | None:
-        return self.entries.get(key)
-
-    def put(self, key: str, value: dict) -> None:
-        self.entries[key] = value
-        if self.path is not None:
-            if self.path.is_file():  # keep what other evaluations added since this one started
-                try:
-                    self.entries = {**json.loads(self.path.read_text()), **self.entries}
-                except ValueError:
-                    pass
-            atomic_write_text(self.path, json.dumps(self.entries, indent=1))
 
 
 def network_names(config: EvaluateConfig) -> list[str]:

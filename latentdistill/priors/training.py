@@ -32,7 +32,6 @@ from latentdistill.run_folder import RunFolder, changed_key, describe_change
 from latentdistill.runtime import autocast, iteration_seed
 from latentdistill.training_state import optimizer_state, optimizer_tensors
 
-CHECKPOINT_FILE = "train_prior_checkpoint.safetensors"
 WARMUP_STEPS = 100
 VALIDATION_SIZE = 1024
 
@@ -61,7 +60,7 @@ def build_denoiser_model(settings: TrainPriorConfig, latent_channels: int, laten
 
 
 # What a resumed prior training must share with the saved one; it may train longer or checkpoint more often.
-PRIOR_FIXED = ("seed", "precision", "train_prior")
+PRIOR_FIXED = ("seed", "precision", "imports", "task", "data", "autoencoder", "train_prior")
 PRIOR_MAY_CHANGE = ("train_prior.steps", "train_prior.checkpoint_every")
 
 
@@ -93,13 +92,16 @@ def _without_internal_dropout(model: ModelMixin) -> None:
 
 def check_prior_folder(folder: RunFolder, resolved: dict, resume: bool) -> None:
     """Refuse, changing nothing, a training that would overwrite a trained prior or mix with another run."""
-    output, checkpoint_path = folder.path, folder.path / CHECKPOINT_FILE
+    output, checkpoint_path = folder.path, folder.path / RunFolder.PRIOR_CHECKPOINT
     if (output / PRIOR_FILE).exists():
         raise LatentDistillError(f"{output / PRIOR_FILE} exists: this prior is trained; choose another output_dir (nothing was overwritten)")
     if checkpoint_path.exists() and not resume:
         raise LatentDistillError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another output_dir")
     if checkpoint_path.exists():
-        saved = json.loads(read_safetensors(checkpoint_path)[1].get("config", "{}"))
+        try:
+            saved = json.loads(read_safetensors(checkpoint_path)[1].get("config", "{}"))
+        except ValueError:
+            raise LatentDistillError(f"checkpoint {checkpoint_path} holds no readable config: delete it to start over") from None
         key = changed_key(saved, resolved, PRIOR_FIXED, PRIOR_MAY_CHANGE)
         if key:
             raise LatentDistillError(f"cannot resume {checkpoint_path}: config key {describe_change(key, saved, resolved)} "
@@ -128,7 +130,7 @@ def train_prior(
     Long on purpose: the whole training (resume, EMA, validation, checkpoints, the final save) reads top to
     bottom as one script."""
     output = folder.path
-    checkpoint_path = output / CHECKPOINT_FILE
+    checkpoint_path = output / RunFolder.PRIOR_CHECKPOINT
     check_prior_folder(folder, resolved, resume)
     folder.write_config(resolved)
     num_classes = len(classes)
@@ -178,7 +180,7 @@ def train_prior(
         atomic_save_file(tensors, checkpoint_path, metadata={
             "step": str(step), "optimizer_param_groups": groups, "config": json.dumps(resolved)})
 
-    log_path = output / "train_prior_log.jsonl"
+    log_path = output / RunFolder.PRIOR_LOG
     model.train()
     bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps,
                desc=f"train-prior {settings.architecture}", disable=not progress)
@@ -218,17 +220,15 @@ def train_prior(
     # The EMA weights become the saved model; the folder appears whole or not at all.
     model.load_state_dict(ema)
     model.eval()
-    folder = _model_folder(settings)
-    staging = output / f".{folder}.partial"
+    model_folder = _model_folder(settings)
+    staging = output / f".{model_folder}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
-    shutil.rmtree(output / folder, ignore_errors=True)
-    staging.rename(output / folder)
+    shutil.rmtree(output / model_folder, ignore_errors=True)
+    staging.rename(output / model_folder)
     scheduler.save_pretrained(output / "scheduler")
     final_validation = validation_loss()
-    seconds = 0.0
-    if log_path.exists():
-        seconds = sum(json.loads(line)["seconds"] for line in log_path.read_text().splitlines() if line.strip())
+    seconds = folder.distill_minutes(log_path) * 60  # a line cut short by a kill is skipped
     info = {
         "latent_shift": shift,
         "latent_scale": scale,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,6 +16,16 @@ from latentdistill.export import DistilledSet
 from latentdistill.registry import Registry
 
 TASKS = Registry("task", "task")
+
+
+def cache_root() -> Path:
+    """Where caches live unless ``cache.dir`` says: ``$LATENTDISTILL_CACHE``, default ``outputs/cache``."""
+    return Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
+
+
+def safe_tag(text: str) -> str:
+    """A name made safe for a file name (cache folders name their autoencoder)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
 class Task(Protocol):

@@ -8,8 +8,6 @@ on random real subsets of the same size, and tests them once.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +25,11 @@ from latentdistill.distill.loop import MatchingProblem
 from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
 from latentdistill.distill.synthetic import INITIALISATIONS, initial_synthetic_set
 from latentdistill.errors import LatentDistillError
-from latentdistill.evaluate.classification import BaselineCache, evaluate_classification, markdown_table, network_names
+from latentdistill.evaluate.baselines import BaselineCache
+from latentdistill.evaluate.classification import evaluate_classification, markdown_table, network_names
 from latentdistill.export import DistilledSet, save_grid
 from latentdistill.runtime import Normalize, resolve_device
-from latentdistill.tasks.base import TASKS
+from latentdistill.tasks.base import TASKS, cache_root, safe_tag
 
 # Baseline accuracies (random real, full data) kept beside the train latent cache and reused.
 BASELINES_FILE = "baselines.json"
@@ -56,14 +55,6 @@ class PreparedData:
     @property
     def classes(self) -> list[str]:
         return self.train.classes
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LATENTDISTILL_CACHE", "outputs/cache"))
-
-
-def safe_tag(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
 @TASKS.register("classification")
@@ -120,6 +111,13 @@ class ClassificationTask:
                                      f"(known: {', '.join(INITIALISATIONS)})")
         nets.build(settings.net, num_classes=2, resolution=self.config.data.resolution, task="classification",
                    config_key="distill.net", width=settings.net_width, depth=settings.net_depth)
+        self.check_evaluation_names()
+
+    def check_evaluation_names(self) -> None:
+        unknown = [name for name in network_names(self.config.evaluate) if name not in nets.names("classification")]
+        if unknown:
+            raise LatentDistillError(f"config key 'evaluate.nets': unknown network '{unknown[0]}' "
+                                     f"(known: {', '.join(nets.names('classification'))})")
 
     def normalize(self) -> Normalize:
         return Normalize(self.config.data.mean, self.config.data.std)
@@ -188,10 +186,7 @@ class ClassificationTask:
     def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
         config = self.config
         device = resolve_device(config.device)
-        unknown = [name for name in network_names(config.evaluate) if name not in nets.names("classification")]
-        if unknown:
-            raise LatentDistillError(f"config key 'evaluate.nets': unknown network '{unknown[0]}' "
-                                     f"(known: {', '.join(nets.names('classification'))})")
+        self.check_evaluation_names()
         # Compatibility first, before any cache is read or built: resolution, then the class names.
         resolution = distilled.images.shape[-1]
         if resolution != config.data.resolution:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from latentdistill.distill.loop import MatchingProblem
 from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
 from latentdistill.distill.synthetic import SyntheticSet, kmeans
 from latentdistill.errors import LatentDistillError
-from latentdistill.evaluate.classification import BaselineCache
+from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.super_resolution import (
     evaluate_sr,
     make_lr_patches,
@@ -39,8 +40,7 @@ from latentdistill.evaluate.super_resolution import (
 from latentdistill.export import DistilledSet, save_grid
 from latentdistill.io import atomic_save_file, read_safetensors
 from latentdistill.runtime import resolve_device
-from latentdistill.tasks.base import TASKS
-from latentdistill.tasks.classification import cache_root, safe_tag
+from latentdistill.tasks.base import TASKS, cache_root, safe_tag
 
 
 class Reconstruction:
@@ -88,6 +88,9 @@ def initial_sr_set(latents: torch.Tensor, labels: torch.Tensor, classes: int, to
     return SyntheticSet(latents[rows].clone().float(), labels[rows].clone())
 
 
+BASELINES = ("full", "random", "pruned", "bicubic")
+
+
 @TASKS.register("sr")
 class SuperResolutionTask:
     name = "sr"
@@ -127,7 +130,10 @@ class SuperResolutionTask:
         lr = make_lr_patches(patches, sr.scale)
         ranker = train_sr(lr, patches, sr, self.config.seed, device, net="srcnn", progress=progress)
         losses = patch_losses(ranker, lr, patches, device)
-        atomic_save_file({"loss": losses.contiguous()}, path, metadata={"key": key})
+        try:
+            atomic_save_file({"loss": losses.contiguous()}, path, metadata={"key": key})
+        except LatentDistillError as error:  # a read-only shared cache only costs the ranking next time
+            warnings.warn(f"patch ranking not kept: {error}", stacklevel=2)
         return losses
 
     def prepare(self, autoencoder, device: torch.device | None = None, progress: bool = True) -> SRData:
@@ -153,7 +159,8 @@ class SuperResolutionTask:
             losses = self.patch_difficulty(patches, device or torch.device("cpu"), progress)
             rows = pruned_subset(losses, max(1, round(sr.pool * training_patches)), sr.prune_drop)
             patches, latents = patches[rows], latents[rows]
-        _, pseudo_labels = kmeans(latents.flatten(1), sr.pseudo_classes, torch.Generator().manual_seed(self.config.seed))
+        _, assignment = kmeans(latents.flatten(1), sr.pseudo_classes, torch.Generator().manual_seed(self.config.seed))
+        _, pseudo_labels = torch.unique(assignment, return_inverse=True)  # no empty pseudo-class
         return SRData(patches, latents, pseudo_labels, training_patches)
 
     def summary(self, data: SRData) -> str:
@@ -161,7 +168,7 @@ class SuperResolutionTask:
                 f"latents cached in {self.cache_root()}")
 
     def classes(self, data: SRData) -> list[str]:
-        return [f"cluster_{c}" for c in range(self.sr.pseudo_classes)]
+        return [f"cluster_{c}" for c in range(int(data.pseudo_labels.max()) + 1)]
 
     def check_names(self) -> None:
         OBJECTIVES.get(self.config.distill.objective)
@@ -170,6 +177,9 @@ class SuperResolutionTask:
         nets.build(self.sr.net, scale=self.sr.scale, task="sr", config_key="sr.net")
         if not self.sr.train or not self.sr.test:
             raise LatentDistillError(f"config key 'sr.{'train' if not self.sr.train else 'test'}' names no image folder")
+        unknown = [name for name in self.sr.baselines if name not in BASELINES]
+        if unknown:
+            raise LatentDistillError(f"config key 'sr.baselines': unknown baseline '{unknown[0]}' (known: {', '.join(BASELINES)})")
 
     def check_prior(self, prior_name: str) -> None:
         if prior_name != "vae":
@@ -221,6 +231,10 @@ class SuperResolutionTask:
         one protocol; PSNR/SSIM (Y, border = scale) on every test set."""
         sr, seed = self.sr, self.config.seed
         device = resolve_device(self.config.device)
+        self.check_names()
+        if distilled.metadata.get("scale") not in (None, sr.scale):
+            raise LatentDistillError(f"{source} was distilled for x{distilled.metadata['scale']}; config key 'sr.scale' "
+                                     f"is {sr.scale}: set sr.scale={distilled.metadata['scale']}")
         if distilled.images.shape[-1] % sr.scale:
             raise LatentDistillError(f"{source} holds {distilled.images.shape[-1]}px patches, not a multiple of "
                                      f"config key 'sr.scale' ({sr.scale})")
@@ -251,15 +265,7 @@ class SuperResolutionTask:
                 reused.append(name)
                 continue
             hr = distilled.images if name == "distilled" else choices[name]()
-            lr = make_lr_patches(hr, sr.scale)
-            per_test: dict[str, dict] = {}
-            for run in range(sr.runs):
-                model = train_sr(lr, hr, sr, seed * 1000 + run, device, progress=progress)
-                for test_name, images in tests.items():
-                    scores = evaluate_sr(model, images, sr.scale, device)
-                    entry = per_test.setdefault(test_name, {"psnr": [], "ssim": []})
-                    entry["psnr"].append(scores["psnr"])
-                    entry["ssim"].append(scores["ssim"])
+            per_test = self.train_and_score(hr, tests, device, progress)
             results[name], patches_used[name] = per_test, len(hr)
             if name != "distilled":
                 baselines.put(key, {"results": per_test, "patches": len(hr)})
@@ -276,6 +282,21 @@ class SuperResolutionTask:
             "results": {name: {test: summarize_sr(values) for test, values in per_test.items()}
                         for name, per_test in results.items()},
         }
+
+    def train_and_score(self, hr: torch.Tensor, tests: dict[str, list[torch.Tensor]], device: torch.device,
+                        progress: bool) -> dict[str, dict[str, list[float]]]:
+        """``sr.runs`` networks trained on the HR patches (one protocol), each scored on every test set."""
+        sr = self.sr
+        lr = make_lr_patches(hr, sr.scale)
+        per_test: dict[str, dict[str, list[float]]] = {}
+        for run in range(sr.runs):
+            model = train_sr(lr, hr, sr, self.config.seed * 1000 + run, device, progress=progress)
+            for test_name, images in tests.items():
+                scores = evaluate_sr(model, images, sr.scale, device)
+                entry = per_test.setdefault(test_name, {"psnr": [], "ssim": []})
+                entry["psnr"].append(scores["psnr"])
+                entry["ssim"].append(scores["ssim"])
+        return per_test
 
     def table(self, report: dict) -> str:
         return sr_table(report)
