@@ -33,12 +33,13 @@ from latentdistill.config import load_config
 from latentdistill.distill.distribution_matching import DistributionMatching
 from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
 from latentdistill.distill.synthetic import initial_synthetic_set
+from latentdistill.errors import LatentDistillError
 from latentdistill.export import read_distilled, write_distilled
 from latentdistill.launch import launched_processes
 from latentdistill.run_folder import RunFolder
 from latentdistill.tasks.classification import ClassificationTask
 
-from helpers import REPO, make_tiny_base, tiny_overrides
+from helpers import REPO, make_tiny_base, one_line, tiny_overrides
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -617,3 +618,49 @@ def test_unknown_parts_are_refused_before_any_data_is_read(tiny, tmp_path, capsy
     assert code == 2
     one_line_error(err, key)
     assert not cache.exists() and not run_dir.exists()
+
+
+def test_run_resume_after_an_interrupted_evaluation_only_evaluates(tiny, tmp_path, capsys):
+    """A run killed while evaluating holds its set but no report: ``run --resume`` evaluates it, untouched."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny.run_dir, run_dir)
+    (run_dir / RunFolder.REPORT).unlink(missing_ok=True)
+    before = (run_dir / RunFolder.DISTILLED).read_bytes()
+    argv = tiny.distill_argv(run_dir)
+    argv[argv.index("distill")] = "run"
+    code, out, err = cli(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert "| convnet |" in out and (run_dir / RunFolder.REPORT).is_file()
+    assert (run_dir / RunFolder.DISTILLED).read_bytes() == before
+    # the same with a setting that made another set is refused, naming it
+    (run_dir / RunFolder.REPORT).unlink()
+    code, _, err = cli(capsys, *argv, "--resume", "distill.lr=0.05")
+    assert code == 2
+    one_line_error(err, "'distill.lr'")
+
+
+def test_resume_below_the_checkpoints_iteration_is_refused(tiny, tmp_path, capsys, snapshot):
+    run_dir = killed_copy(tiny, tmp_path / "killed")
+    before = snapshot(run_dir)
+    code, _, err = cli(capsys, *tiny.distill_argv(run_dir, iterations=2), "--resume")
+    assert code == 2
+    one_line_error(err, "iteration 4", "'distill.iterations'")
+    assert snapshot(run_dir) == before
+
+
+def test_fresh_folders_are_never_shared(tmp_path):
+    first, second = RunFolder.fresh(tmp_path, "evaluation"), RunFolder.fresh(tmp_path, "evaluation")
+    assert (first.path.name, second.path.name) == ("evaluation-1", "evaluation-2")
+    assert first.claimed and second.path.is_dir()
+
+
+def test_a_lazy_registry_entry_that_cannot_load_is_one_line():
+    from latentdistill.registry import Registry
+
+    registry = Registry("widget", "widget.name")
+    registry.register("broken", "no_such_package.widgets:Widget")
+    with pytest.raises(LatentDistillError) as error:
+        registry.build("broken")
+    assert "widget 'broken' cannot be loaded" in one_line(error)
+    with pytest.raises(LatentDistillError, match=r"config key 'widget.name': unknown widget 'nope' \(known: broken\)"):
+        registry.get("nope")

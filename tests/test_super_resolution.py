@@ -179,5 +179,9 @@ def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
     expected = read_safetensors(cache)[0]["latents"][rows]
     assert torch.equal(torch.sort(pooled.latents.flatten(1), dim=0).values, torch.sort(expected.flatten(1).float(), dim=0).values)
     capsys.readouterr()
+    # an x2 set evaluated for x4 is refused before any training
+    assert main(["--no-progress", "evaluate", str(tmp_path / "gm" / "distilled.safetensors"), "--config", str(config),
+                 "sr.scale=4", f"output_dir={tmp_path / 'x4'}"]) == 2
+    assert "'sr.scale'" in capsys.readouterr().err and not (tmp_path / "x4").exists()
     assert main(["--no-progress", "distill", "--config", str(config), "sr.pool=0.1", f"output_dir={tmp_path / 'bad'}"]) == 2
     assert "'sr.pool'" in capsys.readouterr().err
