@@ -213,3 +213,10 @@ def test_shipped_configs_load(path):
 
 def test_there_are_shipped_configs():
     assert CONFIGS, "configs/*.yaml is empty"
+
+
+@pytest.mark.parametrize(("old", "new"), [("prior.steps", "prior.denoising_steps"),
+                                          ("distill.syn_steps_per_checkpoint", "distill.syn_steps_per_recompute")])
+def test_a_renamed_key_says_its_new_name(old, new):
+    with pytest.raises(LatentDistillError, match=f"config key '{old}' was renamed to '{new}'"):
+        load_config(None, [f"{old}=2"])

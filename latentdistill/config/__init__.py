@@ -34,6 +34,9 @@ from latentdistill.config.schema import (
 )
 from latentdistill.errors import LatentDistillError
 
+# Keys of earlier versions, so an old config is told what the key is called now.
+RENAMED = {"prior.steps": "prior.denoising_steps", "prior.steps_per_checkpoint": "prior.steps_per_recompute",
+           "distill.syn_steps_per_checkpoint": "distill.syn_steps_per_recompute"}
 # PyYAML (YAML 1.1) reads `1e-3` and `5E-4`, with no dot, as strings; for a float key they are numbers.
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 # Lower bounds of keys whose bad values would otherwise fail deep inside the data pipeline.
@@ -175,6 +178,8 @@ def _update(target: Any, values: dict, prefix: str = "") -> None:
     for name, value in values.items():
         key = f"{prefix}{name}"
         if name not in names:
+            if key in RENAMED:
+                raise LatentDistillError(f"config key '{key}' was renamed to '{RENAMED[key]}'")
             close = [n for n in sorted(names) if n.startswith(str(name)[:3])]
             hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
             raise LatentDistillError(f"unknown config key '{key}'{hint}")
