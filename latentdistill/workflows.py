@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from latentdistill.export import (
 from latentdistill.priors import PRIORS, build_prior
 from latentdistill.registry import import_user_modules
 from latentdistill.run_folder import DISTILL_FIXED, DISTILL_MAY_CHANGE, RunFolder, changed_key, describe_change
-from latentdistill.runtime import Processes, resolve_device, set_threads
+from latentdistill.runtime import Processes, cpu_emulates_bf16, resolve_device, set_threads
 from latentdistill.tasks import build_task
 from latentdistill.tasks.classification import ClassificationTask
 
@@ -39,6 +40,9 @@ from latentdistill.tasks.classification import ClassificationTask
 def _setup(config: RunConfig) -> None:
     set_threads(config.threads)
     import_user_modules(config.imports)
+    if config.precision == "bf16" and resolve_device(config.device).type == "cpu" and cpu_emulates_bf16():
+        print("note: this CPU has no native bf16 (AVX512-BF16): precision=bf16 is emulated and much slower here "
+              "than precision=fp32", file=sys.stderr)
 
 
 def _autoencoder(config: RunConfig):
