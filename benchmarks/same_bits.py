@@ -30,8 +30,12 @@ def digests(path: Path) -> dict[str, str]:
 
 def distill(code: Path, output: Path, arguments: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
+    where = subprocess.run([sys.executable, "-P", "-c", "import latentdistill; print(latentdistill.__file__)"], env=env,
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(code)), f"{code} is not the revision that runs ({where})"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "latentdistill", "--no-progress", "distill", *arguments,
+    # -P: the working directory (this checkout) must not shadow PYTHONPATH's revision
+    subprocess.run([sys.executable, "-P", "-m", "latentdistill", "--no-progress", "distill", *arguments,
                     f"output_dir={output}"], cwd=REPO, env=env, check=True)
     return time.perf_counter() - started
 
