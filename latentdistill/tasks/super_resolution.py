@@ -38,7 +38,7 @@ from latentdistill.evaluate.super_resolution import (
     train_sr,
 )
 from latentdistill.export import DistilledSet, save_grid
-from latentdistill.io import atomic_save_file, read_safetensors
+from latentdistill.io import atomic_save_file, check_writable, read_safetensors
 from latentdistill.runtime import resolve_device
 from latentdistill.tasks.base import TASKS, cache_root, safe_tag
 
@@ -152,6 +152,7 @@ class SuperResolutionTask:
             if metadata.get("autoencoder") == json.dumps(autoencoder.spec()) and len(tensors.get("latents", ())) == len(patches):
                 latents = tensors["latents"]
         if latents is None:
+            check_writable(cache.parent, "cache.dir")  # before minutes of encoding, not after
             latents = autoencoder.encode_batched(patches.float() / 255, batch_size=64)
             atomic_save_file({"latents": latents.contiguous()}, cache, metadata={"autoencoder": json.dumps(autoencoder.spec())})
         training_patches = len(patches)
