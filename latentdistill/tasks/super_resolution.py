@@ -9,6 +9,7 @@ matching step decodes only a batch of each pseudo-class's latents (``sr.syntheti
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -105,12 +106,14 @@ class SuperResolutionTask:
     def cache_root(self) -> Path:
         return Path(self.config.cache.dir) if self.config.cache.dir else cache_root()
 
+    @functools.cached_property
     def fingerprint(self) -> str:
+        """Names and sizes of the ``sr.train`` images: read once per task, it names every SR cache file."""
         files = [path for folder in self.sr.train for path in list_images(folder)]
         return hashlib.sha256(json.dumps([[str(p.name), p.stat().st_size] for p in files]).encode()).hexdigest()[:16]
 
     def _prefix(self) -> str:
-        return f"sr-{self.fingerprint()}-{self.sr.patch_size}px-s{self.sr.stride}"
+        return f"sr-{self.fingerprint}-{self.sr.patch_size}px-s{self.sr.stride}"
 
     def training_patches(self) -> torch.Tensor:
         return extract_patches(load_hr_images(self.sr.train), self.sr.patch_size, self.sr.stride)
@@ -244,7 +247,7 @@ class SuperResolutionTask:
         tests = self.test_sets()
         # Baselines do not depend on the distilled set: kept beside the latent cache and reused by every later
         # evaluation with the same data, size, protocol, seed and device type.
-        baselines = BaselineCache(self.cache_root() / f"sr-{self.fingerprint()}-baselines.json"
+        baselines = BaselineCache(self.cache_root() / f"sr-{self.fingerprint}-baselines.json"
                                   if self.config.evaluate.reuse_baselines else None)
         protocol = {"scale": sr.scale, "net": sr.net, "patch_size": sr.patch_size, "stride": sr.stride,
                     "iterations": sr.iterations, "batch_size": sr.batch_size, "lr": sr.lr, "augment": sr.augment,
