@@ -47,6 +47,15 @@ def iteration_seed(seed: int, iteration: int) -> int:
     return (seed * 1_000_003 + iteration * 7_919 + 12_345) % (2**63 - 1)
 
 
+def use_batched(setting: bool | str, device: torch.device) -> bool:
+    """Whether to take a batched (``vmap``) path: ``true``/``false`` as set, ``auto`` on CUDA only. On a CPU
+    the vmapped convolutions run slower than the per-class or per-network loop (benchmarks/speed.py
+    measures both); on a GPU the loops are launch-bound and batching is what makes them fast."""
+    if setting == "auto":
+        return device.type == "cuda"
+    return bool(setting)
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast for network passes when ``precision == "bf16"``; a no-op for fp32."""
     if precision == "bf16":

@@ -167,7 +167,7 @@ def run_buffer(config: RunConfig, progress: bool = True) -> Path:
     training = ClassifierTraining(data.train.images[rows], data.train.labels[rows], len(data.classes),
                                   task.normalize().to(device), augment, config.seed, device, config.precision)
     with RunFolder(directory).lock():  # one trainer per buffer: two would write the same expert files
-        train_experts(training, directory, task.buffer_meta(), progress=progress)
+        train_experts(training, directory, task.buffer_meta(), progress=progress, parallel=config.buffer.parallel)
         RunFolder(directory).write_config(config_to_dict(config))
     return directory
 

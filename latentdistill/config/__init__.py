@@ -44,7 +44,7 @@ _MINIMUM = {
     "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1,
     "distill.ipc": 1, "distill.iterations": 0, "distill.real_batch": 1, "distill.outer_loop": 0,
     "distill.inner_loop": 0, "distill.syn_steps": 1, "distill.expert_epochs": 1, "distill.max_start_epoch": 0,
-    "distill.syn_batch": 0, "distill.syn_steps_per_recompute": 0, "buffer.experts": 1, "buffer.epochs": 1, "buffer.batch_size": 1, "distill.net_width": 0, "distill.net_depth": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
+    "distill.syn_batch": 0, "distill.syn_steps_per_recompute": 0, "buffer.experts": 1, "buffer.parallel": 1, "buffer.epochs": 1, "buffer.batch_size": 1, "distill.net_width": 0, "distill.net_depth": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
     "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.full_epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
     "prior.denoising_steps": 1, "prior.t_start": 0, "distill.decode_chunk": 0, "prior.steps_per_recompute": 0, "distill.embedding_lr": 0.0,
     "sr.patch_size": 8, "sr.stride": 1, "sr.pseudo_classes": 1, "sr.synthetic_batch": 1,
@@ -76,7 +76,7 @@ _NON_EMPTY = ("output_dir", "device")
 # Keys with a fixed set of values, checked when set (the registries check names like nets and priors).
 # Names of registered parts (task, autoencoder.kind, prior.name, networks, objectives) are checked by their
 # registries, which user code can extend (config key `imports`).
-_CHOICES = {"precision": ("fp32", "bf16"),
+_CHOICES = {"precision": ("fp32", "bf16"), "distill.batched": (True, False, "auto"), "evaluate.batched": (True, False, "auto"),
             "distill.optimizer": ("sgd", "adam"), "prior.kind": ("auto", "dit", "unet", "sd"),
             "prior.residual": ("mean", "x0", "none"), "sr.scale": (2, 3, 4), "train_prior.architecture": ("dit", "unet"),
             "train_prior.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2")}

@@ -94,6 +94,10 @@ class DistillConfig:
     # 0 picks DC's table by IPC.
     outer_loop: int = 0
     inner_loop: int = 0
+    # All classes in one batched computation (gm: torch.func vmap of per-class gradients; dm: one forward
+    # for every class) instead of a Python loop over classes. auto: batched on CUDA, the per-class loop on
+    # a CPU, where it is faster (BENCHMARKS.md). Networks with batch norm always take the per-class loop.
+    batched: bool | str = "auto"
     inner_lr: float = 0.01
     inner_batch: int = 256
     optimizer: str = "sgd"  # sgd | adam
@@ -132,6 +136,9 @@ class BufferConfig:
     weight_decay: float = 0.0
     batch_size: int = 256
     augment: bool = True  # DSA on the real images, as MTT trains its experts
+    # Experts trained at once as one batched model (torch.func vmap), each with its own seed, data order and
+    # augmentation; the files are the same as when trained one by one. 1: one at a time.
+    parallel: int = 1
 
 
 @dataclass
@@ -146,6 +153,9 @@ class EvaluateConfig:
     weight_decay: float = 5e-4
     batch_size: int = 256
     augment: bool = True
+    # The runs of one row (a network on one set) train together as one batched model (ConvNet family and any
+    # network without batch norm), each with its own seed, data order and augmentation. auto: on CUDA only.
+    batched: bool | str = "auto"
     # The random real subset of the same IPC, trained with the same protocol in the same run.
     random_real: bool = True
     # The full training set (minus validation) with the same protocol for full_epochs: DD-Ranking's

@@ -114,6 +114,22 @@ class DifferentiableAugment:
                 images = _affine(images, matrix, None)
         return images
 
+    def apply_each(self, batches: list[torch.Tensor], draws: list[AugmentParams]) -> list[torch.Tensor]:
+        """``apply`` each draw to its batch, with one call per distinct set of operations: the batches of
+        networks trained together (or of classes matched together) are augmented in one pass. Every
+        operation acts per image, so this equals applying the draws one by one."""
+        out: list[torch.Tensor | None] = [None] * len(batches)
+        by_operations: dict[tuple[str, ...], list[int]] = {}
+        for index, draw in enumerate(draws):
+            by_operations.setdefault(draw.operations, []).append(index)
+        for operations, members in by_operations.items():
+            images = torch.cat([batches[i] for i in members])
+            values = {key: torch.cat([draws[i].values[key] for i in members]) for key in draws[members[0]].values}
+            augmented = self.apply(images, AugmentParams(operations, values))
+            for i, part in zip(members, augmented.split([len(batches[i]) for i in members])):
+                out[i] = part
+        return out  # type: ignore[return-value]
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Independent parameters per image: the augmentation used when training a network."""
         if not self.operations:

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from latentdistill import nets
-from latentdistill.distill.classifier_training import ClassifierTraining
+from latentdistill.distill.classifier_training import ClassifierTraining, TrainingStream, member_parameters, sgd_epoch
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, atomic_write_text, read_safetensors
+from latentdistill.nets.stacked import StackedNetworks, can_stack
 from latentdistill.run_folder import changed_key, describe_change
-from latentdistill.runtime import autocast, iteration_seed
+from latentdistill.runtime import iteration_seed
 
 META_FILE = "meta.json"
 
@@ -87,17 +87,42 @@ def load_buffer(directory: str | Path) -> ExpertBuffer:
     return ExpertBuffer(directory, meta, files)
 
 
-def train_experts(training: ClassifierTraining, directory: Path, meta: dict, progress: bool = True) -> ExpertBuffer:
+@dataclass
+class _Expert:
+    """One expert being trained: its index, network, trajectory so far and (when resumed) momentum."""
+
+    index: int
+    net: nn.Module
+    rows: list[torch.Tensor]
+    momentum: torch.Tensor | None = None
+
+
+def _start_expert(directory: Path, index: int, meta: dict, num_classes: int, resolution: int, seed: int,
+                  device: torch.device) -> _Expert:
+    """A fresh expert from its own seed, or the state its partial file left."""
+    torch.manual_seed(iteration_seed(seed, 1_000_000 + index))
+    net = nets.build(meta["net"], num_classes=num_classes, resolution=resolution, width=meta["width"], depth=meta["depth"]).to(device)
+    expert = _Expert(index, net, [flat_parameters(net)])
+    partial = expert_path(directory, index, partial=True)
+    if partial.exists():
+        tensors, _ = read_safetensors(partial)
+        expert.rows = list(tensors["trajectory"].unbind(0))
+        with torch.no_grad():
+            for parameter, value in zip(net.parameters(), unflatten(expert.rows[-1], parameter_layout(net)).values()):
+                parameter.copy_(value)
+        expert.momentum = tensors.get("momentum")
+    return expert
+
+
+def train_experts(training: ClassifierTraining, directory: Path, meta: dict, progress: bool = True,
+                  parallel: int = 1) -> ExpertBuffer:
     """Train ``meta["experts"]`` networks on ``training.images`` (uint8) with SGD and record their trajectories.
 
     ``meta`` holds the protocol (net, width, depth, epochs, lr, momentum, batch_size, ...); a folder
     that already holds a buffer must have been made with the same protocol, and its finished experts
-    are kept.
-
-    Long on purpose: the training loop with its per-epoch atomic save and exact resume reads top to bottom.
+    are kept. ``parallel`` experts train at once as one ``StackedNetworks`` (networks without batch norm),
+    each with the seed, data order and augmentation it has when trained alone, so the files are the same.
     """
-    images, labels, num_classes, normalize = training.images, training.labels, training.num_classes, training.normalize
-    augment, seed, device, precision = training.augment, training.seed, training.device, training.precision
     meta_path = directory / META_FILE
     if meta_path.exists():
         try:
@@ -109,54 +134,55 @@ def train_experts(training: ClassifierTraining, directory: Path, meta: dict, pro
             raise LatentDistillError(f"expert buffer {directory} was trained with another {describe_change(changed, saved, meta)}: "
                                      "choose another buffer.dir")
     atomic_write_text(meta_path, json.dumps(meta, indent=2))  # creates the folder
-    resolution = images.shape[-1]
-    epochs = int(meta["epochs"])
-    for index in range(int(meta["experts"])):
-        final = expert_path(directory, index)
-        if final.exists():
-            continue
-        torch.manual_seed(iteration_seed(seed, 1_000_000 + index))
-        net = nets.build(meta["net"], num_classes=num_classes, resolution=resolution, width=meta["width"], depth=meta["depth"]).to(device)
-        optimizer = torch.optim.SGD(net.parameters(), lr=meta["lr"], momentum=meta["momentum"], weight_decay=meta["weight_decay"])
-        rows = [flat_parameters(net)]
-        partial = expert_path(directory, index, partial=True)
-        if partial.exists():
-            tensors, _ = read_safetensors(partial)
-            rows = list(tensors["trajectory"].unbind(0))
-            with torch.no_grad():
-                for parameter, value in zip(net.parameters(), unflatten(rows[-1], parameter_layout(net)).values()):
-                    parameter.copy_(value)
-            if "momentum" in tensors:
-                momentum = unflatten(tensors["momentum"], parameter_layout(net))
-                for parameter, buffer in zip(net.parameters(), momentum.values()):
-                    optimizer.state[parameter]["momentum_buffer"] = buffer.clone().to(device)
-        batches = -(-len(images) // meta["batch_size"])
-        bar = tqdm(total=epochs * batches, initial=(len(rows) - 1) * batches, desc=f"expert {index + 1}/{meta['experts']}",
-                   disable=not progress, unit="batch")
-        for epoch in range(len(rows) - 1, epochs):
-            generator = torch.Generator().manual_seed(iteration_seed(seed, (index + 1) * 100_000 + epoch))
-            order = torch.randperm(len(images), generator=generator)
-            net.train()
-            for start in range(0, len(order), meta["batch_size"]):
-                batch_rows = order[start : start + meta["batch_size"]]
-                batch = normalize(images[batch_rows].to(device).float() / 255)
-                if augment is not None:
-                    batch = augment.apply(batch, augment.sample(len(batch_rows), generator))
-                with autocast(device, precision):
-                    loss = F.cross_entropy(net(batch), labels[batch_rows].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.float().backward()
-                optimizer.step()
-                bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}")
-            rows.append(flat_parameters(net))
-            tensors = {"trajectory": torch.stack(rows)}
-            buffers = [optimizer.state[p].get("momentum_buffer") for p in net.parameters()]
-            if all(b is not None for b in buffers):
-                tensors["momentum"] = torch.cat([b.reshape(-1).float().cpu() for b in buffers])
-            atomic_save_file(tensors, partial if epoch + 1 < epochs else final,
-                             metadata={"layout": json.dumps(parameter_layout(net))})
-        bar.close()
-        if final.exists() and partial.exists():
-            partial.unlink()
+    pending = [index for index in range(int(meta["experts"])) if not expert_path(directory, index).exists()]
+    resolution = training.images.shape[-1]
+    for start in range(0, len(pending), max(1, parallel)):
+        group = [_start_expert(directory, index, meta, training.num_classes, resolution, training.seed, training.device)
+                 for index in pending[start : start + max(1, parallel)]]
+        # Experts resumed at different epochs, or networks that cannot be stacked, train in smaller groups.
+        if not can_stack(group[0].net):
+            subgroups = [[expert] for expert in group]
+        else:
+            subgroups = [[e for e in group if len(e.rows) == done] for done in sorted({len(e.rows) for e in group})]
+        for subgroup in subgroups:
+            _train_group(subgroup, training, directory, meta, progress)
     return load_buffer(directory)
+
+
+def _train_group(experts: list[_Expert], training: ClassifierTraining, directory: Path, meta: dict, progress: bool) -> None:
+    """Train experts that are at the same epoch together, saving each one's trajectory atomically after every
+    epoch (``expert-NNN.partial.safetensors``, then ``expert-NNN.safetensors``)."""
+    model = StackedNetworks([e.net for e in experts]) if len(experts) > 1 else experts[0].net
+    optimizer = torch.optim.SGD(model.parameters(), lr=meta["lr"], momentum=meta["momentum"], weight_decay=meta["weight_decay"])
+    if all(e.momentum is not None for e in experts):
+        saved = [list(unflatten(e.momentum, parameter_layout(experts[0].net)).values()) for e in experts]
+        for position, parameter in enumerate(model.parameters()):
+            value = saved[0][position] if len(experts) == 1 else torch.stack([m[position] for m in saved])
+            optimizer.state[parameter]["momentum_buffer"] = value.clone().to(parameter.device)
+    images, labels = training.images.to(training.device), training.labels.to(training.device)
+    epochs, done = int(meta["epochs"]), len(experts[0].rows) - 1
+    batches = -(-len(images) // meta["batch_size"])
+    names = ", ".join(str(e.index + 1) for e in experts)
+    bar = tqdm(total=epochs * batches, initial=done * batches, desc=f"expert {names}/{meta['experts']}",
+               disable=not progress, unit="batch")
+    layout = json.dumps(parameter_layout(experts[0].net))
+    model.train()
+    for epoch in range(done, epochs):
+        streams = [TrainingStream(images, labels, torch.Generator().manual_seed(
+            iteration_seed(training.seed, (e.index + 1) * 100_000 + epoch))) for e in experts]
+        loss = sgd_epoch(model, optimizer, streams, meta["batch_size"], training.normalize, training.augment,
+                         training.precision, on_batch=lambda: bar.update(1))
+        bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.mean()):.3f}")
+        for member, expert in enumerate(experts):
+            parameters = member_parameters(model, member)
+            expert.rows.append(torch.cat([p.detach().reshape(-1).float().cpu() for p in parameters]))
+            tensors = {"trajectory": torch.stack(expert.rows)}
+            buffers = [optimizer.state[p].get("momentum_buffer") for p in model.parameters()]
+            if all(b is not None for b in buffers):
+                tensors["momentum"] = torch.cat([(b if len(experts) == 1 else b[member]).reshape(-1).float().cpu()
+                                                 for b in buffers])
+            final = epoch + 1 == epochs
+            atomic_save_file(tensors, expert_path(directory, expert.index, partial=not final), metadata={"layout": layout})
+            if final and expert_path(directory, expert.index, partial=True).exists():
+                expert_path(directory, expert.index, partial=True).unlink()
+    bar.close()

@@ -68,6 +68,17 @@ class IterationContext:
     device: torch.device
 
 
+def stacked_classes(by_class: dict[int, torch.Tensor], augment: DifferentiableAugment,
+                    augment_params: AugmentParams | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every class's images as one batch (in the dict's class order) with each image's class, and that
+    class's DSA draw applied in one pass: ``class_pairs`` for the batched paths."""
+    labels = torch.cat([torch.full((len(images),), label, dtype=torch.long) for label, images in by_class.items()])
+    images = torch.cat(list(by_class.values()))
+    if augment_params is not None and augment.enabled:
+        images = augment.apply(images, augment_params.index(labels))
+    return images, labels.to(images.device)
+
+
 def class_pairs(real_by_class: dict[int, torch.Tensor], synthetic_by_class: dict[int, torch.Tensor],
                 augment: DifferentiableAugment, augment_params: AugmentParams | None = None
                 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:

@@ -16,15 +16,15 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from latentdistill import nets
 from latentdistill.config import EvaluateConfig
-from latentdistill.distill.classifier_training import ClassifierTraining
+from latentdistill.distill.classifier_training import ClassifierTraining, TrainingStream, sgd_epoch
 from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.scores import augmentation_robust_score, label_robust_score
-from latentdistill.runtime import Normalize, autocast
+from latentdistill.nets.stacked import StackedNetworks, can_stack
+from latentdistill.runtime import Normalize, autocast, use_batched
 
 
 def train_classifier(
@@ -36,31 +36,48 @@ def train_classifier(
     """The standard protocol: SGD with momentum, weight decay, lr x0.1 at half, optional DSA.
 
     ``net`` and ``epochs`` default to ``config.net`` and ``config.epochs``."""
-    images, labels, normalize, augment = training.images, training.labels, training.normalize, training.augment
-    seed, device, precision = training.seed, training.device, training.precision
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    return train_classifiers([training], config, net, epochs)[0]
+
+
+def train_classifiers(
+    trainings: list[ClassifierTraining],
+    config: EvaluateConfig,
+    net: str | None = None,
+    epochs: int | None = None,
+    batched: bool = False,
+) -> list[torch.nn.Module]:
+    """``train_classifier`` for each training (its own images, seed, data order and augmentation); with
+    ``batched``, all of them at once as one ``StackedNetworks`` when the network allows it (no batch norm)
+    and the sets are the same size, otherwise one after another."""
     epochs = epochs or config.epochs
-    model = nets.build(net or config.net, num_classes=training.num_classes, resolution=images.shape[-1]).to(device)
+    models = []
+    for training in trainings:  # each network's initialisation comes from its own seed, as when trained alone
+        torch.manual_seed(training.seed)
+        models.append(nets.build(net or config.net, num_classes=training.num_classes,
+                                 resolution=training.images.shape[-1]).to(training.device))
+        if not batched:
+            _train(models[-1:], [training], config, epochs)
+    if batched:
+        together = can_stack(models[0]) and len({len(t.images) for t in trainings}) == 1
+        groups = [list(range(len(models)))] if together else [[i] for i in range(len(models))]
+        for group in groups:
+            _train([models[i] for i in group], [trainings[i] for i in group], config, epochs)
+    return models
+
+
+def _train(models: list[torch.nn.Module], trainings: list[ClassifierTraining], config: EvaluateConfig, epochs: int) -> None:
+    first = trainings[0]
+    model = StackedNetworks(models) if len(models) > 1 else models[0]
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epochs // 2], gamma=0.1)
-    images = images.to(device)
-    targets = labels.to(device)
+    streams = [TrainingStream(t.images.to(t.device), t.labels.to(t.device), torch.Generator().manual_seed(t.seed))
+               for t in trainings]
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(len(images), generator=generator).to(device)
-        for start in range(0, len(order), config.batch_size):
-            rows = order[start : start + config.batch_size]
-            batch = normalize(images[rows].float() / 255)
-            if augment is not None:
-                batch = augment.apply(batch, augment.sample(len(rows), generator))
-            with autocast(device, precision):
-                loss = F.cross_entropy(model(batch), targets[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.float().backward()
-            optimizer.step()
+        sgd_epoch(model, optimizer, streams, config.batch_size, first.normalize, first.augment, first.precision)
         scheduler.step()
-    return model
+    if isinstance(model, StackedNetworks):
+        model.unstacked()
 
 
 @torch.no_grad()
@@ -140,47 +157,55 @@ def evaluate_classification(
     validation_images, validation_labels = train_images[validation_rows], train_labels[validation_rows]
     started = time.perf_counter()
     networks: dict[str, dict] = {}
-    jobs = [(net, run, name, augmented) for net in network_names(config) for run in range(config.runs)
-            for name, augmented in variants]
+    rows = [(net, name, augmented) for net in network_names(config) for name, augmented in variants]
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for net, run, name, augmented in tqdm(jobs, desc=f"evaluate ipc={ipc}", disable=not progress):
-        run_seed = seed * 1000 + run
-        epochs = config.epochs
-        key = (net, name if augmented else f"{name}_no_augment")
-        values = results.setdefault(key, {"test": [], "validation": []})
-        cache_key = None
-        if name != "distilled":
-            protocol = {k: v for k, v in dataclasses.asdict(config).items()
-                        if k in ("lr", "momentum", "weight_decay", "batch_size", "test_batch")}
-            protocol["epochs"] = config.full_epochs if name == "full" else config.epochs
-            cache_key = json.dumps([name, augmented, net, ipc if name == "random_real" else None, run_seed, protocol,
-                                    precision, protocol_key or {}], sort_keys=True)
-            cached = baselines.get(cache_key)
-            if cached is not None:
-                for split in ("test", "validation"):
-                    if cached.get(split) is not None:
-                        values[split].append(cached[split])
-                continue
-        if name == "distilled":
-            images, labels = distilled_images, distilled_labels
-        elif name == "random_real":
-            rows = random_real_subset(train_labels, train_rows, ipc, seed=run_seed)
-            images, labels = train_images[rows], train_labels[rows]
-        else:
-            images, labels, epochs = train_images[train_rows], train_labels[train_rows], config.full_epochs
-        training = dataclasses.replace(real, images=images, labels=labels, seed=run_seed,
-                                       augment=augment if augmented else None)
-        model = train_classifier(training, config, net=net, epochs=epochs)
-        measured = {"test": accuracy(model, test_images, test_labels, normalize, device, config.test_batch, precision),
-                    "validation": None}
-        if len(validation_rows):
-            measured["validation"] = accuracy(model, validation_images, validation_labels, normalize, device,
-                                              config.test_batch, precision)
-        for split, value in measured.items():
-            if value is not None:
-                values[split].append(value)
-        if cache_key is not None:
-            baselines.put(cache_key, measured)
+    bar = tqdm(total=len(rows) * config.runs, desc=f"evaluate ipc={ipc}", disable=not progress, unit="net")
+    for net, name, augmented in rows:
+        # One row: config.runs networks of one architecture on one kind of set, trained together when batched.
+        measured: dict[int, dict] = {}
+        cache_keys: dict[int, str] = {}
+        trainings: dict[int, ClassifierTraining] = {}
+        epochs = config.full_epochs if name == "full" else config.epochs
+        for run in range(config.runs):
+            run_seed = seed * 1000 + run
+            if name != "distilled":
+                protocol = {k: v for k, v in dataclasses.asdict(config).items()
+                            if k in ("lr", "momentum", "weight_decay", "batch_size", "test_batch")}
+                protocol["epochs"] = epochs
+                cache_keys[run] = json.dumps([name, augmented, net, ipc if name == "random_real" else None, run_seed,
+                                              protocol, precision, protocol_key or {}], sort_keys=True)
+                cached = baselines.get(cache_keys[run])
+                if cached is not None:
+                    measured[run] = cached
+                    bar.update(1)
+                    continue
+            if name == "distilled":
+                images, labels = distilled_images, distilled_labels
+            elif name == "random_real":
+                chosen = random_real_subset(train_labels, train_rows, ipc, seed=run_seed)
+                images, labels = train_images[chosen], train_labels[chosen]
+            else:
+                images, labels = train_images[train_rows], train_labels[train_rows]
+            trainings[run] = dataclasses.replace(real, images=images, labels=labels, seed=run_seed,
+                                                 augment=augment if augmented else None)
+        if trainings:
+            models = train_classifiers(list(trainings.values()), config, net=net, epochs=epochs,
+                                       batched=use_batched(config.batched, device))
+            for run, model in zip(trainings, models):
+                measured[run] = {"test": accuracy(model, test_images, test_labels, normalize, device, config.test_batch,
+                                                  precision), "validation": None}
+                if len(validation_rows):
+                    measured[run]["validation"] = accuracy(model, validation_images, validation_labels, normalize,
+                                                           device, config.test_batch, precision)
+                if run in cache_keys:
+                    baselines.put(cache_keys[run], measured[run])
+                bar.update(1)
+        values = results.setdefault((net, name if augmented else f"{name}_no_augment"), {"test": [], "validation": []})
+        for run in range(config.runs):
+            for split in ("test", "validation"):
+                if measured[run].get(split) is not None:
+                    values[split].append(measured[run][split])
+    bar.close()
     for (net, name), values in results.items():
         row = networks.setdefault(net, {})
         row[name] = summarize(values["test"])
