@@ -46,7 +46,8 @@ def _setup(config: RunConfig) -> None:
 
 
 def _autoencoder(config: RunConfig):
-    return load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
+    return load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder,
+                            normalization=(config.data.mean, config.data.std))
 
 
 def run_encode(config: RunConfig, progress: bool = True):
@@ -165,7 +166,8 @@ def run_buffer(config: RunConfig, progress: bool = True) -> Path:
     augment = DifferentiableAugment(config.augment) if config.buffer.augment else None
     rows, directory = data.train_rows, task.buffer_directory()
     training = ClassifierTraining(data.train.images[rows], data.train.labels[rows], len(data.classes),
-                                  task.normalize().to(device), augment, config.seed, device, config.precision)
+                                  task.normalize().to(device), augment, config.seed, device, config.precision,
+                                  config.compile)
     with RunFolder(directory).lock():  # one trainer per buffer: two would write the same expert files
         train_experts(training, directory, task.buffer_meta(), progress=progress, parallel=config.buffer.parallel)
         RunFolder(directory).write_config(config_to_dict(config))

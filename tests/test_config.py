@@ -15,7 +15,7 @@ from latentdistill.errors import LatentDistillError
 
 from helpers import REPO, one_line
 
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
 def write(path: Path, text: str) -> Path:
@@ -204,7 +204,7 @@ def test_date_like_strings_stay_strings():
     assert load_config(None, ["output_dir=2024-01-01"]).output_dir == "2024-01-01"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[path.name for path in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(path.relative_to(REPO / "configs")) for path in CONFIGS])
 def test_shipped_configs_load(path):
     config = load_config(path)
     assert isinstance(config, RunConfig)

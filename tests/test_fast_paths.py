@@ -9,6 +9,7 @@ import torch
 from latentdistill import nets, workflows
 from latentdistill.autoencoders import TinyAutoencoderFamily
 from latentdistill.config import AugmentConfig, EvaluateConfig, load_config
+from latentdistill.data.latent_cache import LatentCache
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.buffer import train_experts
 from latentdistill.distill.classifier_training import ClassifierTraining
@@ -18,7 +19,7 @@ from latentdistill.evaluate.classification import evaluate_classification, train
 from latentdistill.export import read_distilled
 from latentdistill.nets.stacked import StackedNetworks, can_stack
 from latentdistill.runtime import Normalize
-from latentdistill.tasks.classification import CrossEntropy
+from latentdistill.tasks.classification import ClassificationTask, CrossEntropy
 
 from helpers import make_tiny_base, tiny_overrides
 
@@ -160,3 +161,43 @@ def test_batched_evaluation_row_gives_the_sequential_accuracies():
     row_sequential, row_batched = reports[False]["networks"]["convnet"], reports[True]["networks"]["convnet"]
     assert json.dumps({k: row_batched[k]["runs"] for k in ("distilled", "random_real")}) == \
         json.dumps({k: row_sequential[k]["runs"] for k in ("distilled", "random_real")})
+
+
+def test_pixel_space_is_the_identity_autoencoder(tmp_path):
+    """autoencoder.kind=pixels: the latents are the normalised images, a run with zero steps exports real
+    training images unchanged, and a run with steps moves the pixels through the same loop."""
+    base = make_tiny_base(tmp_path)
+    pixels = ["autoencoder.kind=pixels", "autoencoder.name_or_path=unused"]
+    selected = load_config(None, tiny_overrides(base, tmp_path / "zero", ipc=2, iterations=0) + pixels)
+    start = read_distilled(workflows.run_distill(selected, progress=False))
+    assert start.latents.shape[1:] == (3, 16, 16) and start.metadata["autoencoder"]["kind"] == "pixels"
+    cache = LatentCache.load(base / "cache" / "train")
+    selected.cache.dir = ""
+    assert ClassificationTask(selected).cache_directory().name.endswith("-pixels")
+    mean, std = torch.tensor(selected.data.mean).view(1, 3, 1, 1), torch.tensor(selected.data.std).view(1, 3, 1, 1)
+    assert torch.allclose(cache.latents, (cache.images.float() / 255 - mean) / std, atol=1e-6)
+    train = {bytes(image.numpy()) for image in cache.images}
+    assert all(bytes(image.numpy()) in train for image in start.images)  # a selected pool of real images
+    moved = read_distilled(workflows.run_distill(
+        load_config(None, tiny_overrides(base, tmp_path / "moved", ipc=2, iterations=2) + pixels), progress=False))
+    assert not torch.equal(moved.latents, start.latents)
+
+
+def test_batched_gradient_matching_with_the_reconstruction_loss():
+    """Task sr: pseudo-classes of unequal synthetic counts form separate vmapped groups; same gradients."""
+    from latentdistill.tasks.super_resolution import Reconstruction
+
+    torch.manual_seed(0)
+    net = nets.build("espcn", scale=2, task="sr")
+    generator = torch.Generator().manual_seed(0)
+    real = {c: torch.rand(4, 3, 16, 16, generator=generator) for c in range(3)}
+    synthetic = torch.rand(7, 3, 16, 16, generator=generator).requires_grad_(True)
+    counts = {0: (0, 3), 1: (3, 5), 2: (5, 7)}  # 3, 2 and 2 synthetic patches
+    gradients = {}
+    for batched in (False, True):
+        objective = GradientMatching(DifferentiableAugment(AugmentConfig(strategy="none")), Reconstruction(2), batched=batched)
+        synthetic.grad = None
+        objective.loss(net, real, {c: synthetic[a:b] for c, (a, b) in counts.items()}).backward()
+        gradients[batched] = synthetic.grad.clone()
+    assert gradients[False].abs().sum() > 0
+    assert relative_difference(gradients[True], gradients[False]) < 1e-4

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -53,12 +54,15 @@ def distill_with_one_and_two_processes(tmp_path, base, extra_arguments: list[str
     return [read_distilled(tmp_path / name / "distilled.safetensors") for name in ("one", "two")]
 
 
-def test_two_processes_match_one(tmp_path):
-    """Each process matches a share of the classes; summed latent gradients give the one-process result."""
+@pytest.mark.parametrize("batched", [False, True])
+def test_two_processes_match_one(tmp_path, batched):
+    """Each process matches a share of the classes (batched: its share in one vmapped computation); summed
+    latent gradients give the one-process result."""
     sets = distill_with_one_and_two_processes(tmp_path, make_tiny_base(tmp_path), [], iterations=3, ipc=2,
-                                              outer_loop=2, inner_loop=2)
+                                              outer_loop=2, inner_loop=2, batched=batched)
     assert [s.metadata["processes"] for s in sets] == [1, 2]
-    assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6)
+    assert [s.metadata["config"]["distill"]["batched"] for s in sets] == [batched, batched]
+    assert torch.allclose(sets[0].latents, sets[1].latents, atol=1e-6 if not batched else 1e-5)
 
 
 def test_two_processes_match_one_through_the_diffusion_prior(tmp_path):

@@ -25,6 +25,7 @@ AUTOENCODERS = Registry("autoencoder kind", "autoencoder.kind")
 AUTOENCODERS.register("taesd", TinyAutoencoderFamily)
 AUTOENCODERS.register("kl", "latentdistill.autoencoders.diffusers_models:KLAutoencoder")
 AUTOENCODERS.register("tiny", "latentdistill.autoencoders.diffusers_models:TinyDiffusersAutoencoder")
+AUTOENCODERS.register("pixels", "latentdistill.autoencoders.pixels:PixelSpace")  # the pixel-space baseline
 
 
 KIND_BY_CLASS_NAME = {"AutoencoderKL": "kl", "AutoencoderTiny": "tiny"}
@@ -32,12 +33,17 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def load_autoencoder(
-    name_or_path: str, kind: str = "auto", subfolder: str | None = None, device: str | torch.device = "cpu"
+    name_or_path: str, kind: str = "auto", subfolder: str | None = None, device: str | torch.device = "cpu",
+    normalization: tuple[list[float], list[float]] | None = None,
 ) -> Autoencoder:
     """Load a frozen autoencoder by hub id or local folder.
 
-    `kind`: auto (detect), taesd (encoder/decoder weight files), kl (AutoencoderKL) or tiny (AutoencoderTiny).
+    `kind`: auto (detect), taesd (encoder/decoder weight files), kl (AutoencoderKL), tiny (AutoencoderTiny), or
+    pixels (no autoencoder: the latents are the images normalised with `normalization`, the data's mean and std).
     """
+    if kind == "pixels":
+        mean, std = normalization or ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+        return AUTOENCODERS.get(kind).from_pretrained(name_or_path, subfolder, mean=mean, std=std).to(device)
     if kind == "auto":
         kind = detect_kind(str(name_or_path), subfolder)
     return AUTOENCODERS.get(kind).from_pretrained(name_or_path, subfolder=subfolder).to(device)

@@ -28,7 +28,9 @@ class DataConfig:
 class AutoencoderConfig:
     # A local folder (TAESD-family weight files or a diffusers folder) or a hub id.
     name_or_path: str = "../shared/weights/taef2"
-    kind: str = "auto"  # auto | taesd | kl | tiny
+    # auto | taesd | kl | tiny, or pixels: no autoencoder, the latents are the images normalised with data.mean
+    # and data.std (the pixel-space baseline; name_or_path is not read).
+    kind: str = "auto"
     subfolder: str | None = None
 
 
@@ -238,6 +240,10 @@ class RunConfig:
     # fp32, or bf16 autocast for the network passes of distillation and evaluation (about 2x faster
     # on CPUs with AVX512-BF16 and on GPUs); latents, parameters and distances stay float32.
     precision: str = "fp32"
+    # torch.compile the networks that train for many epochs (evaluation networks, experts), one at a time or
+    # stacked. Off by default: a first compile takes tens of seconds, and pays only over long trainings on a
+    # GPU, where small kernels are launch-bound (BENCHMARKS.md).
+    compile: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -153,6 +153,8 @@ def _train_group(experts: list[_Expert], training: ClassifierTraining, directory
     """Train experts that are at the same epoch together, saving each one's trajectory atomically after every
     epoch (``expert-NNN.partial.safetensors``, then ``expert-NNN.safetensors``)."""
     model = StackedNetworks([e.net for e in experts]) if len(experts) > 1 else experts[0].net
+    if training.compile:
+        model.compile()
     optimizer = torch.optim.SGD(model.parameters(), lr=meta["lr"], momentum=meta["momentum"], weight_decay=meta["weight_decay"])
     if all(e.momentum is not None for e in experts):
         saved = [list(unflatten(e.momentum, parameter_layout(experts[0].net)).values()) for e in experts]

@@ -26,6 +26,7 @@ class ClassifierTraining:
     seed: int
     device: torch.device
     precision: str = "fp32"  # fp32, or bf16 autocast for the network passes
+    compile: bool = False  # torch.compile the network (or the stacked networks) before training
 
     def with_images(self, images: torch.Tensor, labels: torch.Tensor) -> ClassifierTraining:
         return dataclasses.replace(self, images=images, labels=labels)

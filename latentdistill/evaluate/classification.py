@@ -68,6 +68,8 @@ def train_classifiers(
 def _train(models: list[torch.nn.Module], trainings: list[ClassifierTraining], config: EvaluateConfig, epochs: int) -> None:
     first = trainings[0]
     model = StackedNetworks(models) if len(models) > 1 else models[0]
+    if first.compile:
+        model.compile()
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epochs // 2], gamma=0.1)
     streams = [TrainingStream(t.images.to(t.device), t.labels.to(t.device), torch.Generator().manual_seed(t.seed))

@@ -51,8 +51,16 @@ class StackedNetworks:
     def __call__(self, images: torch.Tensor, shared: bool = False) -> torch.Tensor:
         """Run every copy: ``images`` is (E, B, ...) with one batch per copy, or (B, ...) seen by all copies
         when ``shared``; returns (E, B, ...)."""
-        call = vmap(lambda params, x: functional_call(self.skeleton, params, (x,)), in_dims=(0, None if shared else 0))
-        return call(self.params, images)
+        return self._call(self.params, images, shared)
+
+    def _call(self, params: dict[str, torch.Tensor], images: torch.Tensor, shared: bool) -> torch.Tensor:
+        call = vmap(lambda values, x: functional_call(self.skeleton, values, (x,)), in_dims=(0, None if shared else 0),
+                    randomness="different")  # dropout, where a network has it, draws per copy
+        return call(params, images)
+
+    def compile(self) -> None:
+        """``torch.compile`` the batched call, as ``nn.Module.compile`` does for one network."""
+        self._call = torch.compile(self._call)
 
     def unstacked(self) -> list[nn.Module]:
         """The E networks with the stacked parameters written back into them."""

@@ -28,6 +28,14 @@ def safe_tag(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
+def autoencoder_tag(config, subfolder: bool = True) -> str:
+    """How a cache names the autoencoder that encoded it: its folder (and subfolder), or ``pixels``."""
+    if config.autoencoder.kind == "pixels":
+        return "pixels"
+    name = Path(config.autoencoder.name_or_path).name
+    return safe_tag(f"{name}-{config.autoencoder.subfolder or ''}" if subfolder else name)
+
+
 class Task(Protocol):
     name: str
     export_batch: int  # decode the export this many latents at a time; 0: the whole set at once

@@ -28,8 +28,8 @@ from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.classification import evaluate_classification, markdown_table, network_names
 from latentdistill.export import DistilledSet, save_grid
-from latentdistill.runtime import Normalize, resolve_device
-from latentdistill.tasks.base import TASKS, cache_root, safe_tag
+from latentdistill.runtime import Normalize, resolve_device, use_batched
+from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
 
 # Baseline accuracies (random real, full data) kept beside the train latent cache and reused.
 BASELINES_FILE = "baselines.json"
@@ -71,7 +71,7 @@ class ClassificationTask:
         config = self.config
         if config.cache.dir:
             return Path(config.cache.dir)
-        tag = safe_tag(f"{Path(config.autoencoder.name_or_path).name}-{config.autoencoder.subfolder or ''}")
+        tag = autoencoder_tag(config)
         return cache_root() / f"{Path(config.data.root).resolve().name}-{config.data.resolution}px-{tag}"
 
     def prepare(self, autoencoder=None, device: torch.device | None = None, progress: bool = True) -> PreparedData:
@@ -198,12 +198,13 @@ class ClassificationTask:
         if classes != distilled.classes:
             raise LatentDistillError(f"{source} was distilled for classes {distilled.classes}, the dataset at "
                                      f"{config.data.root} (config key 'data.root') has {classes}")
-        autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder)
+        autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder,
+                                       normalization=(config.data.mean, config.data.std))
         data = self.prepare(autoencoder, device, progress=progress)  # the train cache is the autoencoder's
         augment = DifferentiableAugment(config.augment) if config.evaluate.augment else None
         resolved = config_to_dict(config)
         real = ClassifierTraining(data.train.images, data.train.labels, len(data.classes), self.normalize().to(device),
-                                  augment, config.seed, device, config.precision)
+                                  augment, config.seed, device, config.precision, config.compile)
         report = evaluate_classification(
             distilled.images, distilled.labels, real, data.train_rows, data.validation_rows, data.test.images,
             data.test.labels, config.evaluate, progress=progress,
@@ -221,6 +222,7 @@ class ClassificationTask:
                 "batch_size": evaluation.batch_size, "lr_schedule": "x0.1 at half",
                 "augment": config.augment.strategy if evaluation.augment else "none",
                 "precision": config.precision, "selection": "none: last epoch, tested once",
+                "runs_trained_together": use_batched(evaluation.batched, device), "compile": config.compile,
                 "test_split": config.data.test_split, "device": str(device),
                 "full_data_epochs": evaluation.full_epochs if evaluation.full_data else None,
             },

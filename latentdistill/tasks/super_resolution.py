@@ -41,7 +41,7 @@ from latentdistill.evaluate.super_resolution import (
 from latentdistill.export import DistilledSet, save_grid
 from latentdistill.io import atomic_save_file, check_writable, read_safetensors
 from latentdistill.runtime import resolve_device
-from latentdistill.tasks.base import TASKS, cache_root, safe_tag
+from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
 
 
 class Reconstruction:
@@ -148,7 +148,7 @@ class SuperResolutionTask:
         if not sr.budget <= sr.pool <= 1:
             raise LatentDistillError(f"config key 'sr.pool': {sr.pool} must lie between sr.budget ({sr.budget}) and 1")
         patches = self.training_patches()
-        cache = self.cache_root() / f"{self._prefix()}-{safe_tag(Path(self.config.autoencoder.name_or_path).name)}.safetensors"
+        cache = self.cache_root() / f"{self._prefix()}-{autoencoder_tag(self.config, subfolder=False)}.safetensors"
         latents = None
         if cache.is_file():
             tensors, metadata = read_safetensors(cache, "SR latent cache")
