@@ -10,6 +10,8 @@
 # Needs gpu/ (ignored): cifar10.safetensors (python benchmarks/pack_folder.py pack ../shared/data/cifar10
 # gpu/cifar10.safetensors) and taef2/ (cp -r ../shared/weights/taef2 gpu/). Then, on the device:
 #   run(command="OUT=$OUT bash benchmarks/gpu_fast_paths.sh", carry=["gpu"], timeout_s=600)
+# One call of at most 600 s will not hold every step: STEPS="gm_ipc10_taef2 gm_ipc10_pixels" (names as in log.txt)
+# runs only those, for a second call on the still-warm machine (the data and caches in /tmp are kept).
 # SMOKE=1 shrinks every step, to check the script on a CPU before spending GPU time.
 set -u
 OUT=${OUT:-outputs/gpu_fast_paths}
@@ -53,6 +55,7 @@ PY
 }
 step() {  # step NAME TIMEOUT command...: run and time one step; a failure does not stop the rest
   local name=$1 limit=$2; shift 2
+  case " ${STEPS:-all} " in *" all "*|*" $name "*) ;; *) return 0 ;; esac
   local start=$SECONDS
   echo "=== $name: $*" >> "$LOG"
   timeout "$limit" "$@" >> "$LOG" 2>&1

@@ -118,8 +118,8 @@ class GradientMatching:
     ) -> torch.Tensor:
         """``loss`` with every class's gradients from one vmapped computation per batch shape (classes whose
         real or synthetic batches differ in size, SR pseudo-classes with few patches, form their own group)."""
-        real, real_labels = stacked_classes(real_by_class, self.augment, augment_params)
-        syn, syn_labels = stacked_classes({c: synthetic_by_class[c] for c in real_by_class}, self.augment, augment_params)
+        real, _ = stacked_classes(real_by_class, self.augment, augment_params)
+        syn, _ = stacked_classes({c: synthetic_by_class[c] for c in real_by_class}, self.augment, augment_params)
         real_parts = dict(zip(real_by_class, real.split([len(v) for v in real_by_class.values()])))
         syn_parts = dict(zip(real_by_class, syn.split([len(synthetic_by_class[c]) for c in real_by_class])))
         groups: dict[tuple[int, int], list[int]] = {}
