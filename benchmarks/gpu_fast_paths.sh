@@ -4,14 +4,18 @@
 # 5-network evaluation row sequential vs batched), then the published budgets on CIFAR-10 side by side in
 # taef2's latent space and in pixel space (configs/published/: gm 1,000 iterations, dm 20,000; ConvNet-3,
 # DSA, 1,000 epochs, 5 runs, random real in the same run), cheapest first, each with its wall time. Every
-# step has its own timeout and a failure does not stop the rest; results.json in $OUT is rewritten after
-# each step, so a call killed at its limit still brings back every finished row.
+# step has its own timeout, cut to what is left of DEADLINE (seconds, default 570: one device call is at most
+# 600) and skipped when under a minute is left; a failure does not stop the rest; results.json in $OUT is
+# rewritten after each step, so every finished row comes back. What one call holds (estimates from
+# ../shared/docs/gpu.md): the speed table about 3 min, gm IPC 1 about 1.5 min per space, dm IPC 10 at 20,000
+# iterations about 4 min per space; gm IPC 10 (1,000 x 10 matching steps and 9 x 50 inner epochs) and dm
+# IPC 50 need a call of their own each: STEPS="gm_ipc10_taef2" etc.
 #
 # Needs gpu/ (ignored): cifar10.safetensors (python benchmarks/pack_folder.py pack ../shared/data/cifar10
 # gpu/cifar10.safetensors) and taef2/ (cp -r ../shared/weights/taef2 gpu/). Then, on the device:
 #   run(command="OUT=$OUT bash benchmarks/gpu_fast_paths.sh", carry=["gpu"], timeout_s=600)
-# One call of at most 600 s will not hold every step: STEPS="gm_ipc10_taef2 gm_ipc10_pixels" (names as in log.txt)
-# runs only those, for a second call on the still-warm machine (the data and caches in /tmp are kept).
+# STEPS="gm_ipc10_taef2 gm_ipc10_pixels" (names as in log.txt) runs only those steps; a call on the still-warm
+# machine keeps the unpacked data and caches in /tmp.
 # SMOKE=1 shrinks every step, to check the script on a CPU before spending GPU time.
 set -u
 OUT=${OUT:-outputs/gpu_fast_paths}
@@ -21,8 +25,9 @@ export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 LATENTDISTILL_CACHE=$
 DATA=${DATA:-/tmp/ld_data/cifar10}
 RUNS=/tmp/ld_runs
 if [ "${SMOKE:-0}" = 1 ]; then
-  SPEED="--device cpu --ipcs 1 --repeats 1 --expert-images 512 --eval-epochs 2 precision=fp32"
-  SMALL="distill.iterations=2 evaluate.epochs=2 evaluate.runs=2 data.val_per_class=10"; RUNS=/tmp/ld_runs_smoke; rm -rf "$RUNS"
+  SPEED="--device cpu --ipcs 1 --repeats 1 --expert-images 512 --eval-epochs 2"
+  SMALL="distill.iterations=2 evaluate.epochs=2 evaluate.runs=2 data.val_per_class=10 precision=fp32"; RUNS=/tmp/ld_runs_smoke; rm -rf "$RUNS"
+  DEADLINE=${DEADLINE:-100000}  # no device-call limit on a CPU check
 else
   SPEED="--device cuda --ipcs 1 10 50 --repeats 5 --eval-epochs 300"; SMALL=""
 fi
@@ -56,6 +61,10 @@ PY
 step() {  # step NAME TIMEOUT command...: run and time one step; a failure does not stop the rest
   local name=$1 limit=$2; shift 2
   case " ${STEPS:-all} " in *" all "*|*" $name "*) ;; *) return 0 ;; esac
+  local left=$((${DEADLINE:-570} - SECONDS))
+  if [ "$left" -lt 60 ]; then echo "STEP $name skipped: ${left}s left of DEADLINE" | tee -a "$LOG"; return 0; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  rm -rf "${RUNS:?}/$name"  # a step always starts afresh (a killed run's checkpoint would refuse a new start)
   local start=$SECONDS
   echo "=== $name: $*" >> "$LOG"
   timeout "$limit" "$@" >> "$LOG" 2>&1
@@ -67,13 +76,13 @@ step() {  # step NAME TIMEOUT command...: run and time one step; a failure does 
 LD="$PY -m latentdistill --no-progress"
 
 # 1. The speed table (the encode of the latent cache happens here, once).
-step speed 240 $PY benchmarks/speed.py $SPEED --json "$OUT/speed.json" $COMMON
+step speed 200 $PY benchmarks/speed.py $SPEED --json "$OUT/speed.json" $COMMON
 cat "$OUT/speed.json" >> "$LOG" 2>/dev/null
 # 2. Published budgets, latent (taef2) then pixel space, cheapest first.
 for spec in gm_ipc1 dm_ipc10 gm_ipc10 dm_ipc50; do
   for space in taef2 pixels; do
     extra=""; [ "$space" = pixels ] && extra="autoencoder.kind=pixels"
-    step "${spec}_$space" 900 $LD run --config "configs/published/$spec.yaml" $COMMON $extra output_dir="$RUNS/${spec}_$space"
+    step "${spec}_$space" 540 $LD run --config "configs/published/$spec.yaml" $COMMON $extra output_dir="$RUNS/${spec}_$space"
   done
 done
 echo "done: $(ls "$RUNS" | tr "\n" " ")" | tee -a "$LOG"

@@ -67,7 +67,8 @@ def timed(function, device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def compare(name: str, reference, fast, device: torch.device, repeats: int) -> dict:
+def compare(name: str, reference, fast, device: torch.device, repeats: int, rows: list[dict], header: dict,
+            path: Path | None) -> None:
     """Median seconds of ``reference`` and ``fast`` over ``repeats`` alternating calls, after one warm-up each
     (whose time is kept too: it holds a compile's cost)."""
     reference()
@@ -81,7 +82,9 @@ def compare(name: str, reference, fast, device: torch.device, repeats: int) -> d
     row = {"row": name, "reference_s": round(slow, 4), "fast_s": round(quick, 4), "ratio": round(slow / quick, 2),
            "fast_first_call_s": round(first, 2)}
     print(f"| {name} | {slow:.4f} | {quick:.4f} | {slow / quick:.2f}x |", flush=True)
-    return row
+    rows.append(row)
+    if path is not None:  # after every row, so a run killed at its time limit keeps what it measured
+        path.write_text(json.dumps({**header, "rows": rows}, indent=1))
 
 
 def main() -> None:
@@ -95,7 +98,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add a row: the evaluation row eager vs torch.compile")
     parser.add_argument("--json", type=Path)
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     config = load_config(None, ["data.val_per_class=0", *args.overrides])
     set_threads(config.threads)
     device = resolve_device(args.device)
@@ -109,7 +112,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     print(f"speed on {name}, torch {torch.__version__}, precision {config.precision}, {time.strftime('%Y-%m-%d')}")
     print("| row | reference (s) | fast (s) | ratio |\n|---|---|---|---|", flush=True)
-    rows = []
+    rows: list[dict] = []
+    header = {"device": name, "torch": torch.__version__, "precision": config.precision, "date": time.strftime("%Y-%m-%d")}
     real_by_class = {c: normalize(data.train.images[data.train.labels == c].to(device).float() / 255) for c in range(classes)}
 
     def matching_rows(objective_name: str, objective) -> None:
@@ -134,8 +138,8 @@ def main() -> None:
                 loss.backward()
 
             label = "gm outer step" if objective_name == "gm" else "dm iteration"
-            rows.append(compare(f"{label}, IPC {ipc}: per-class loop vs batched", lambda: step(False), lambda: step(True),
-                                device, args.repeats))
+            compare(f"{label}, IPC {ipc}: per-class loop vs batched", lambda: step(False), lambda: step(True),
+                    device, args.repeats, rows, header, args.json)
 
     if "gm" not in args.skip:
         matching_rows("gm", GradientMatching(augment, CrossEntropy(), config.precision))
@@ -155,8 +159,8 @@ def main() -> None:
             def experts(parallel: int) -> None:
                 train_experts(training, Path(folder) / str(next(calls)), meta, progress=False, parallel=parallel)
 
-            rows.append(compare(f"one epoch of 10 experts on {count} images: sequential vs parallel=10",
-                                lambda: experts(1), lambda: experts(10), device, max(1, args.repeats // 2)))
+            compare(f"one epoch of 10 experts on {count} images: sequential vs parallel=10", lambda: experts(1),
+                    lambda: experts(10), device, max(1, args.repeats // 2), rows, header, args.json)
 
     if "evaluation" not in args.skip:
         protocol = EvaluateConfig(epochs=args.eval_epochs)
@@ -168,16 +172,13 @@ def main() -> None:
             for model in train_classifiers(members, protocol, net="convnet", batched=batched):
                 accuracy(model, data.test.images, data.test.labels, normalize, device, protocol.test_batch, config.precision)
 
-        rows.append(compare(f"evaluation row, 5 ConvNet-3 on IPC 10 for {args.eval_epochs} epochs + test: sequential vs batched",
-                            lambda: row(False), lambda: row(True), device, max(1, args.repeats // 2)))
+        compare(f"evaluation row, 5 ConvNet-3 on IPC 10 for {args.eval_epochs} epochs + test: sequential vs batched",
+                lambda: row(False), lambda: row(True), device, max(1, args.repeats // 2), rows, header, args.json)
         if args.compile:
             compiled = [dataclasses.replace(training, compile=True) for training in trainings]
             for batched in (False, True):
-                rows.append(compare(f"same row, {'batched' if batched else 'sequential'}: eager vs compile=true",
-                                    lambda b=batched: row(b), lambda b=batched: row(b, compiled), device, 1))
-    if args.json:
-        args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "precision": config.precision,
-                                         "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+                compare(f"same row, {'batched' if batched else 'sequential'}: eager vs compile=true",
+                        lambda b=batched: row(b), lambda b=batched: row(b, compiled), device, 1, rows, header, args.json)
 
 
 if __name__ == "__main__":

@@ -201,3 +201,45 @@ def test_batched_gradient_matching_with_the_reconstruction_loss():
         gradients[batched] = synthetic.grad.clone()
     assert gradients[False].abs().sum() > 0
     assert relative_difference(gradients[True], gradients[False]) < 1e-4
+
+
+STACKABLE = [name for name in nets.names("classification") if can_stack(nets.build(name, 3, resolution=32))]
+
+
+def test_every_network_without_batch_norm_stacks():
+    assert {"convnet", "alexnet", "vgg11", "resnet18", "vit"} <= set(STACKABLE)
+    assert not {"convnet_bn", "vgg11_bn", "resnet18_bn"} & set(STACKABLE)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg11", "resnet18", "vit"])
+def test_batched_gradient_matching_through_every_architecture(name):
+    """float64, where rounding cannot hide a difference (in fp32 ResNet-18's deep cosine distance amplifies
+    rounding to ~4e-3); the ViT's attention runs its math kernel, which has a double backward under vmap."""
+    torch.manual_seed(0)
+    net = nets.build(name, num_classes=3, resolution=32).double()
+    generator = torch.Generator().manual_seed(0)
+    real = {c: torch.randn(3, 3, 32, 32, generator=generator, dtype=torch.float64) for c in range(3)}
+    synthetic = torch.randn(6, 3, 32, 32, generator=generator, dtype=torch.float64).requires_grad_(True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    gradients = []
+    for batched in (False, True):
+        synthetic.grad = None
+        objective = GradientMatching(DSA, CrossEntropy(), batched=batched)
+        draw = DSA.sample(3, torch.Generator().manual_seed(1))
+        objective.loss(net, real, {c: synthetic[labels == c] for c in range(3)}, draw).backward()
+        gradients.append(synthetic.grad.clone())
+    assert gradients[0].abs().sum() > 0
+    assert relative_difference(gradients[1], gradients[0]) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg11", "resnet18", "vit"])
+def test_batched_evaluation_through_every_architecture(name):
+    generator = torch.Generator().manual_seed(0)
+    images, labels = (torch.rand(6, 3, 32, 32, generator=generator) * 255).to(torch.uint8), torch.tensor([0, 0, 1, 1, 2, 2])
+    trainings = [ClassifierTraining(images, labels, 3, NORMALIZE, DSA, seed, CPU) for seed in (1, 2)]
+    config = EvaluateConfig(epochs=1, batch_size=4)
+    one_by_one = train_classifiers(trainings, config, net=name, batched=False)
+    together = train_classifiers(trainings, config, net=name, batched=True)
+    for one, other in zip(one_by_one, together):
+        for a, b in zip(one.parameters(), other.parameters()):
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)

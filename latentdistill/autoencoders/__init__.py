@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def load_autoencoder(
     name_or_path: str, kind: str = "auto", subfolder: str | None = None, device: str | torch.device = "cpu",
-    normalization: tuple[list[float], list[float]] | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Autoencoder:
     """Load a frozen autoencoder by hub id or local folder.
 
@@ -42,8 +43,8 @@ def load_autoencoder(
     pixels (no autoencoder: the latents are the images normalised with `normalization`, the data's mean and std).
     """
     if kind == "pixels":
-        mean, std = normalization or ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
-        return AUTOENCODERS.get(kind).from_pretrained(name_or_path, subfolder, mean=mean, std=std).to(device)
+        statistics = dict(zip(("mean", "std"), normalization)) if normalization else {}
+        return AUTOENCODERS.get(kind).from_pretrained(name_or_path, subfolder, **statistics).to(device)
     if kind == "auto":
         kind = detect_kind(str(name_or_path), subfolder)
     return AUTOENCODERS.get(kind).from_pretrained(name_or_path, subfolder=subfolder).to(device)

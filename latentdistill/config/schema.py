@@ -139,7 +139,7 @@ class BufferConfig:
     batch_size: int = 256
     augment: bool = True  # DSA on the real images, as MTT trains its experts
     # Experts trained at once as one batched model (torch.func vmap), each with its own seed, data order and
-    # augmentation; the files are the same as when trained one by one. 1: one at a time.
+    # augmentation; the files are those of one-by-one training up to floating-point rounding. 1: one at a time.
     parallel: int = 1
 
 

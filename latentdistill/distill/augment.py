@@ -116,8 +116,8 @@ class DifferentiableAugment:
 
     def apply_each(self, batches: list[torch.Tensor], draws: list[AugmentParams]) -> list[torch.Tensor]:
         """``apply`` each draw to its batch, with one call per distinct set of operations: the batches of
-        networks trained together (or of classes matched together) are augmented in one pass. Every
-        operation acts per image, so this equals applying the draws one by one."""
+        networks trained together are augmented in one pass. Every operation acts per image, so this equals
+        applying the draws one by one."""
         out: list[torch.Tensor | None] = [None] * len(batches)
         by_operations: dict[tuple[str, ...], list[int]] = {}
         for index, draw in enumerate(draws):

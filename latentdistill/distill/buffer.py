@@ -11,6 +11,7 @@ finished experts are reused by every distillation that names the buffer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,8 +121,9 @@ def train_experts(training: ClassifierTraining, directory: Path, meta: dict, pro
 
     ``meta`` holds the protocol (net, width, depth, epochs, lr, momentum, batch_size, ...); a folder
     that already holds a buffer must have been made with the same protocol, and its finished experts
-    are kept. ``parallel`` experts train at once as one ``StackedNetworks`` (networks without batch norm),
-    each with the seed, data order and augmentation it has when trained alone, so the files are the same.
+    are kept. ``parallel`` experts train at once as one ``StackedNetworks`` (networks without batch norm or
+    dropout), each with the seed, data order and augmentation it has when trained alone, so the files are the
+    same up to floating-point rounding.
     """
     meta_path = directory / META_FILE
     if meta_path.exists():
@@ -135,17 +137,21 @@ def train_experts(training: ClassifierTraining, directory: Path, meta: dict, pro
                                      "choose another buffer.dir")
     atomic_write_text(meta_path, json.dumps(meta, indent=2))  # creates the folder
     pending = [index for index in range(int(meta["experts"])) if not expert_path(directory, index).exists()]
-    resolution = training.images.shape[-1]
-    for start in range(0, len(pending), max(1, parallel)):
+    resolution, parallel = training.images.shape[-1], max(1, parallel)
+    on_device = dataclasses.replace(training, images=training.images.to(training.device),
+                                    labels=training.labels.to(training.device))  # moved once, not per expert
+    for start in range(0, len(pending), parallel):
         group = [_start_expert(directory, index, meta, training.num_classes, resolution, training.seed, training.device)
-                 for index in pending[start : start + max(1, parallel)]]
-        # Experts resumed at different epochs, or networks that cannot be stacked, train in smaller groups.
+                 for index in pending[start : start + parallel]]
+        # Experts resumed at different epochs (or with and without saved momentum), or networks that cannot be
+        # stacked, train in smaller groups.
         if not can_stack(group[0].net):
             subgroups = [[expert] for expert in group]
         else:
-            subgroups = [[e for e in group if len(e.rows) == done] for done in sorted({len(e.rows) for e in group})]
+            states = sorted({(len(e.rows), e.momentum is not None) for e in group})
+            subgroups = [[e for e in group if (len(e.rows), e.momentum is not None) == state] for state in states]
         for subgroup in subgroups:
-            _train_group(subgroup, training, directory, meta, progress)
+            _train_group(subgroup, on_device, directory, meta, progress)
     return load_buffer(directory)
 
 
@@ -161,7 +167,7 @@ def _train_group(experts: list[_Expert], training: ClassifierTraining, directory
         for position, parameter in enumerate(model.parameters()):
             value = saved[0][position] if len(experts) == 1 else torch.stack([m[position] for m in saved])
             optimizer.state[parameter]["momentum_buffer"] = value.clone().to(parameter.device)
-    images, labels = training.images.to(training.device), training.labels.to(training.device)
+    images, labels = training.images, training.labels
     epochs, done = int(meta["epochs"]), len(experts[0].rows) - 1
     batches = -(-len(images) // meta["batch_size"])
     names = ", ".join(str(e.index + 1) for e in experts)
@@ -175,11 +181,11 @@ def _train_group(experts: list[_Expert], training: ClassifierTraining, directory
         loss = sgd_epoch(model, optimizer, streams, meta["batch_size"], training.normalize, training.augment,
                          training.precision, on_batch=lambda: bar.update(1))
         bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.mean()):.3f}")
+        buffers = [optimizer.state[p].get("momentum_buffer") for p in model.parameters()]
         for member, expert in enumerate(experts):
             parameters = member_parameters(model, member)
             expert.rows.append(torch.cat([p.detach().reshape(-1).float().cpu() for p in parameters]))
             tensors = {"trajectory": torch.stack(expert.rows)}
-            buffers = [optimizer.state[p].get("momentum_buffer") for p in model.parameters()]
             if all(b is not None for b in buffers):
                 tensors["momentum"] = torch.cat([(b if len(experts) == 1 else b[member]).reshape(-1).float().cpu()
                                                  for b in buffers])

@@ -51,13 +51,17 @@ def sgd_epoch(model: nn.Module | StackedNetworks, optimizer: torch.optim.Optimiz
     evaluation train with this one loop."""
     orders = [torch.randperm(len(stream.images), generator=stream.generator) for stream in streams]
     device = streams[0].images.device
+    shared = all(stream.images is streams[0].images for stream in streams)
     loss = torch.zeros(len(streams))
     for start in range(0, len(orders[0]), batch_size):
         rows = [order[start : start + batch_size].to(device) for order in orders]
-        batches = [normalize(stream.images[r].float() / 255) for stream, r in zip(streams, rows)]
+        if shared:  # experts: one gather and one normalisation for every copy's batch
+            batches = list(normalize(streams[0].images[torch.cat(rows)].float() / 255).split([len(r) for r in rows]))
+        else:
+            batches = [normalize(stream.images[r].float() / 255) for stream, r in zip(streams, rows)]
         if augment is not None:
             draws = [augment.sample(len(r), stream.generator) for stream, r in zip(streams, rows)]
-            batches = augment.apply_each(batches, draws)
+            batches = augment.apply_each(batches, draws) if len(streams) > 1 else [augment.apply(batches[0], draws[0])]
         targets = [stream.labels[r] for stream, r in zip(streams, rows)]
         with autocast(device, precision):
             if isinstance(model, StackedNetworks):

@@ -14,8 +14,9 @@ the real distribution in many random feature spaces at once. One step per iterat
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
 from latentdistill.distill.objective import (
     OBJECTIVES,
     Criterion,
@@ -54,8 +55,8 @@ class DistributionMatching:
             total = total + ((real_mean - syn_mean) ** 2).sum()
         return total
 
-    def batched_loss(self, net, real_by_class: dict[int, torch.Tensor], synthetic_by_class: dict[int, torch.Tensor],
-                     augment_params=None) -> torch.Tensor:
+    def batched_loss(self, net: nn.Module, real_by_class: dict[int, torch.Tensor],
+                     synthetic_by_class: dict[int, torch.Tensor], augment_params: AugmentParams | None = None) -> torch.Tensor:
         """``loss`` with one forward for all real images and one for all synthetic ones."""
         classes = list(real_by_class)
         real, real_labels = stacked_classes(real_by_class, self.augment, augment_params)

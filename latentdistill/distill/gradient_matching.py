@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
 from latentdistill.distill.objective import (
@@ -100,14 +101,17 @@ class GradientMatching:
         real and synthetic images alike.
         """
         device = next(iter(synthetic_by_class.values())).device
-        if use_batched(self.batched, device) and can_stack(net):
-            return self.batched_loss(net, real_by_class, synthetic_by_class, augment_params)
-        total = next(iter(synthetic_by_class.values())).new_zeros(())
-        for label, real, syn in class_pairs(real_by_class, synthetic_by_class, self.augment, augment_params):
-            g_real = self.class_gradients(net, real, label, create_graph=False)
-            g_syn = self.class_gradients(net, syn, label, create_graph=True)
-            total = total + gradient_distance(g_real, g_syn)
-        return total
+        # Gradient matching differentiates gradients: the fused attention kernels (flash, memory-efficient)
+        # have no double backward, the math kernel has, and a matching network's attention is small.
+        with sdpa_kernel([SDPBackend.MATH]):
+            if use_batched(self.batched, device) and can_stack(net):
+                return self.batched_loss(net, real_by_class, synthetic_by_class, augment_params)
+            total = next(iter(synthetic_by_class.values())).new_zeros(())
+            for label, real, syn in class_pairs(real_by_class, synthetic_by_class, self.augment, augment_params):
+                g_real = self.class_gradients(net, real, label, create_graph=False)
+                g_syn = self.class_gradients(net, syn, label, create_graph=True)
+                total = total + gradient_distance(g_real, g_syn)
+            return total
 
     def batched_loss(
         self,

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -45,27 +46,41 @@ def train_classifiers(
     net: str | None = None,
     epochs: int | None = None,
     batched: bool = False,
+    on_trained: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> list[torch.nn.Module]:
-    """``train_classifier`` for each training (its own images, seed, data order and augmentation); with
-    ``batched``, all of them at once as one ``StackedNetworks`` when the network allows it (no batch norm)
-    and the sets are the same size, otherwise one after another."""
+    """``train_classifier`` for each training: its own images, seed, data order and augmentation draws, one
+    protocol. With ``batched``, all at once as one ``StackedNetworks`` where the network allows it (no batch
+    norm or dropout) and the sets are the same size; otherwise one after another. ``on_trained(index, model)``
+    is called as each network finishes, so a caller keeps every finished result if it is interrupted."""
+    same = {(id(t.normalize), id(t.augment), t.precision, t.compile, t.device) for t in trainings}
+    if len(same) > 1:
+        raise ValueError("train_classifiers trains with one protocol: normalize, augment, precision, compile and "
+                         "device must be the same for every training")
     epochs = epochs or config.epochs
     models = []
-    for training in trainings:  # each network's initialisation comes from its own seed, as when trained alone
+    for index, training in enumerate(trainings):  # each initialisation comes from its own seed, as when alone
         torch.manual_seed(training.seed)
         models.append(nets.build(net or config.net, num_classes=training.num_classes,
                                  resolution=training.images.shape[-1]).to(training.device))
         if not batched:
-            _train(models[-1:], [training], config, epochs)
+            _train_together(models[-1:], [training], config, epochs)
+            if on_trained is not None:
+                on_trained(index, models[-1])
     if batched:
         together = can_stack(models[0]) and len({len(t.images) for t in trainings}) == 1
         groups = [list(range(len(models)))] if together else [[i] for i in range(len(models))]
         for group in groups:
-            _train([models[i] for i in group], [trainings[i] for i in group], config, epochs)
+            _train_together([models[i] for i in group], [trainings[i] for i in group], config, epochs)
+            for index in group:
+                if on_trained is not None:
+                    on_trained(index, models[index])
     return models
 
 
-def _train(models: list[torch.nn.Module], trainings: list[ClassifierTraining], config: EvaluateConfig, epochs: int) -> None:
+def _train_together(models: list[torch.nn.Module], trainings: list[ClassifierTraining], config: EvaluateConfig,
+                    epochs: int) -> None:
+    """The protocol's epochs for one network, or for several stacked into one model (one optimizer over the
+    stacked parameters is one SGD per network: momentum and weight decay act elementwise)."""
     first = trainings[0]
     model = StackedNetworks(models) if len(models) > 1 else models[0]
     if first.compile:
@@ -191,9 +206,8 @@ def evaluate_classification(
             trainings[run] = dataclasses.replace(real, images=images, labels=labels, seed=run_seed,
                                                  augment=augment if augmented else None)
         if trainings:
-            models = train_classifiers(list(trainings.values()), config, net=net, epochs=epochs,
-                                       batched=use_batched(config.batched, device))
-            for run, model in zip(trainings, models):
+            def measure(index: int, model: torch.nn.Module, runs: list[int] = list(trainings)) -> None:
+                run = runs[index]
                 measured[run] = {"test": accuracy(model, test_images, test_labels, normalize, device, config.test_batch,
                                                   precision), "validation": None}
                 if len(validation_rows):
@@ -202,6 +216,9 @@ def evaluate_classification(
                 if run in cache_keys:
                     baselines.put(cache_keys[run], measured[run])
                 bar.update(1)
+
+            train_classifiers(list(trainings.values()), config, net=net, epochs=epochs,
+                              batched=use_batched(config.batched, device), on_trained=measure)
         values = results.setdefault((net, name if augmented else f"{name}_no_augment"), {"test": [], "validation": []})
         for run in range(config.runs):
             for split in ("test", "validation"):

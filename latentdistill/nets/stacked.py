@@ -22,24 +22,31 @@ from torch.func import functional_call, stack_module_state, vmap
 
 
 def can_stack(net: nn.Module) -> bool:
-    """Whether copies of ``net`` can run as one batched model: no buffers (no batch-norm statistics)."""
-    return not any(True for _ in net.buffers())
+    """Whether ``net`` computes each image on its own and deterministically, which batching over classes or
+    copies needs: no batch norm (its statistics couple a batch's images, and its running statistics are state
+    that ``vmap`` cannot update), no buffers of any kind, and no active dropout (its draws would differ from
+    the one-at-a-time path, and ``torch.func.grad`` under ``vmap`` refuses random operations)."""
+    if any(True for _ in net.buffers()):
+        return False
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return False
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return False
+    return True
 
 
 class StackedNetworks:
     """E networks of one architecture as stacked parameters; ``self(x)`` maps (E, B, ...) to (E, B, ...)."""
 
-    def __init__(self, networks: list[nn.Module]):
+    def __init__(self, networks: list[nn.Module]) -> None:
         if not networks or not all(can_stack(net) for net in networks):
-            raise ValueError("StackedNetworks needs one or more networks without buffers (no batch norm)")
+            raise ValueError("StackedNetworks needs one or more networks without batch norm, buffers or dropout")
         params, _ = stack_module_state(networks)
         self.params = {name: tensor.detach().requires_grad_(True) for name, tensor in params.items()}
-        self.networks = networks
-        # A parameter-free skeleton: functional_call supplies every parameter, so none are stored twice.
+        self.networks = networks  # where ``unstacked`` writes the trained parameters back
+        # A skeleton without storage: functional_call supplies every parameter.
         self.skeleton = copy.deepcopy(networks[0]).to("meta")
-
-    def __len__(self) -> int:
-        return len(self.networks)
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
@@ -48,15 +55,12 @@ class StackedNetworks:
         self.skeleton.train(mode)
         return self
 
-    def __call__(self, images: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        """Run every copy: ``images`` is (E, B, ...) with one batch per copy, or (B, ...) seen by all copies
-        when ``shared``; returns (E, B, ...)."""
-        return self._call(self.params, images, shared)
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Run copy e on ``images[e]``: (E, B, ...) in, (E, B, ...) out."""
+        return self._call(self.params, images)
 
-    def _call(self, params: dict[str, torch.Tensor], images: torch.Tensor, shared: bool) -> torch.Tensor:
-        call = vmap(lambda values, x: functional_call(self.skeleton, values, (x,)), in_dims=(0, None if shared else 0),
-                    randomness="different")  # dropout, where a network has it, draws per copy
-        return call(params, images)
+    def _call(self, params: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda values, x: functional_call(self.skeleton, values, (x,)))(params, images)
 
     def compile(self) -> None:
         """``torch.compile`` the batched call, as ``nn.Module.compile`` does for one network."""
@@ -69,4 +73,3 @@ class StackedNetworks:
                 for name, parameter in net.named_parameters():
                     parameter.copy_(self.params[name][index])
         return self.networks
-

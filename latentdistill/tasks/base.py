@@ -28,7 +28,7 @@ def safe_tag(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
-def autoencoder_tag(config, subfolder: bool = True) -> str:
+def autoencoder_tag(config: RunConfig, subfolder: bool = True) -> str:
     """How a cache names the autoencoder that encoded it: its folder (and subfolder), or ``pixels``."""
     if config.autoencoder.kind == "pixels":
         return "pixels"

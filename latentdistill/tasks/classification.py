@@ -222,7 +222,8 @@ class ClassificationTask:
                 "batch_size": evaluation.batch_size, "lr_schedule": "x0.1 at half",
                 "augment": config.augment.strategy if evaluation.augment else "none",
                 "precision": config.precision, "selection": "none: last epoch, tested once",
-                "runs_trained_together": use_batched(evaluation.batched, device), "compile": config.compile,
+                # runs of a row trained as one stacked model (networks with batch norm or dropout: one at a time)
+                "batched": use_batched(evaluation.batched, device), "compile": config.compile,
                 "test_split": config.data.test_split, "device": str(device),
                 "full_data_epochs": evaluation.full_epochs if evaluation.full_data else None,
             },
