@@ -254,7 +254,7 @@ def test_folder_problems(tmp_path):
 
 
 def test_unknown_kind_and_unresolvable_hub_id():
-    with one_line_error(r"unknown autoencoder kind 'vqgan' \(known: kl, taesd, tiny\)"):
+    with one_line_error(r"unknown autoencoder kind 'vqgan' \(known: kl, pixels, taesd, tiny\)"):
         load_autoencoder("x", kind="vqgan")
     with one_line_error(r"'nobody-here/no-such-vae' .* could not be resolved.*pass a local folder"):
         load_autoencoder("nobody-here/no-such-vae")
