@@ -243,3 +243,16 @@ def test_batched_evaluation_through_every_architecture(name):
     for one, other in zip(one_by_one, together):
         for a, b in zip(one.parameters(), other.parameters()):
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distill.batched=maybe", "config key 'distill.batched' must be one of true | false | auto, got 'maybe'"),
+    ("evaluate.batched=1", "config key 'evaluate.batched' must be one of true | false | auto, got '1'"),
+    ("buffer.parallel=0", "config key 'buffer.parallel' must be at least 1, got 0"),
+])
+def test_fast_path_keys_refuse_bad_values(override, message):
+    from latentdistill.errors import LatentDistillError
+
+    with pytest.raises(LatentDistillError) as error:
+        load_config(None, [override])
+    assert str(error.value) == message

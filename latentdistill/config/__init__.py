@@ -116,7 +116,8 @@ def _check_value(value: Any, key: str) -> None:
     if key in _RANGES and value is not None:
         _check_range(value, key)
     if key in _CHOICES and value not in _CHOICES[key]:
-        raise LatentDistillError(f"config key '{key}' must be one of {' | '.join(map(str, _CHOICES[key]))}, got {value!r}")
+        choices = " | ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in _CHOICES[key])  # as YAML spells them
+        raise LatentDistillError(f"config key '{key}' must be one of {choices}, got {value!r}")
     if key in _NON_EMPTY and not value.strip():
         raise LatentDistillError(f"config key '{key}' must not be empty, got {value!r}")
 
