@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from latentdistill.autoencoders import TinyAutoencoderFamily
@@ -138,3 +139,15 @@ def save_tiny_denoiser(folder: Path, kind: str, seed: int = 0, num_classes: int 
     else:
         raise ValueError(kind)
     return folder
+
+
+def coloured_images(count_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images whose class is their dominant colour, plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = [], []
+    for label in range(3):
+        base = torch.full((count_per_class, 3, 16, 16), 60.0)
+        base[:, label] = 200.0
+        images.append((base + 40 * torch.randn(base.shape, generator=generator)).clamp(0, 255).to(torch.uint8))
+        labels.append(torch.full((count_per_class,), label))
+    return torch.cat(images), torch.cat(labels)

@@ -21,7 +21,7 @@ from latentdistill.nets.stacked import StackedNetworks, can_stack
 from latentdistill.runtime import Normalize
 from latentdistill.tasks.classification import ClassificationTask, CrossEntropy
 
-from helpers import make_tiny_base, tiny_overrides
+from helpers import coloured_images, make_tiny_base, tiny_overrides
 
 DSA = DifferentiableAugment(AugmentConfig())
 NORMALIZE = Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
@@ -85,17 +85,6 @@ def test_batched_and_per_class_distillation_give_the_same_set(tmp_path, objectiv
     assert moved > 0
     assert (batched - reference).norm() / moved < 1e-2
     assert (batched - reference).abs().max() < 1e-3
-
-
-def coloured_images(count_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    images, labels = [], []
-    for label in range(3):
-        base = torch.full((count_per_class, 3, 16, 16), 60.0)
-        base[:, label] = 200.0
-        images.append((base + 40 * torch.randn(base.shape, generator=generator)).clamp(0, 255).to(torch.uint8))
-        labels.append(torch.full((count_per_class,), label))
-    return torch.cat(images), torch.cat(labels)
 
 
 def buffer_trajectories(directory, parallel: int, experts: int = 3) -> list[torch.Tensor]:

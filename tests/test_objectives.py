@@ -24,7 +24,7 @@ from latentdistill.run_folder import RunFolder
 from latentdistill.runtime import Normalize
 from latentdistill.tasks.classification import CrossEntropy
 
-from helpers import make_tiny_base, one_line, tiny_overrides
+from helpers import coloured_images, make_tiny_base, one_line, tiny_overrides
 
 CHECKPOINT_FILE = RunFolder.CHECKPOINT
 CE = CrossEntropy()
@@ -32,18 +32,6 @@ CE = CrossEntropy()
 NO_AUGMENT = DifferentiableAugment(AugmentConfig(strategy="none"))
 NORMALIZE = Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
-
-
-def coloured_images(count_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images whose class is their dominant colour, plus noise."""
-    generator = torch.Generator().manual_seed(seed)
-    images, labels = [], []
-    for label in range(3):
-        base = torch.full((count_per_class, 3, 16, 16), 60.0)
-        base[:, label] = 200.0
-        images.append((base + 40 * torch.randn(base.shape, generator=generator)).clamp(0, 255).to(torch.uint8))
-        labels.append(torch.full((count_per_class,), label))
-    return torch.cat(images), torch.cat(labels)
 
 
 def fixed_context(net, latents, autoencoder, optimizer, real, generator_seed=0) -> IterationContext:
