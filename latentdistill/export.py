@@ -1,7 +1,8 @@
 """The distilled-dataset file: one ``.safetensors`` holding the tensors and a metadata record.
 
-Tensors: ``latents`` (N, C, h, w) float32, ``labels`` (N,) int64, optional ``embeddings`` (N, ...)
-(the learnt conditioning of prior ``diffusion``) and
+Tensors: ``latents`` (N, C, h, w) float32 (float16 for a storage-matched set, ``distill.storage_ipc``),
+``labels`` (N,) int64, optional ``embeddings`` (N, ...) (the learnt conditioning of prior ``diffusion``),
+optional ``soft_labels`` (N, classes), a probability row per image (DATM's learned labels), and
 ``images`` (N, 3, H, W) uint8 (decoded). Metadata (string -> JSON): format version, task, class names,
 autoencoder and prior specs, the resolved config, seed and package versions (files written by earlier
 versions may also hold an ``evaluation``; evaluation now writes its own report and never this file). No pickle: anyone can open it with safetensors alone.
@@ -22,6 +23,7 @@ from torch.utils.data import Dataset
 
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, atomic_write_bytes
+from latentdistill.storage import storage_per_class, stored_tensors
 
 FORMAT_VERSION = 1
 REQUIRED_METADATA = ("format_version", "task", "classes")
@@ -46,6 +48,7 @@ class DistilledSet:
     images: torch.Tensor | None = None
     embeddings: torch.Tensor | None = None
     metadata: dict = field(default_factory=dict)
+    soft_labels: torch.Tensor | None = None  # (N, classes) probabilities, rows summing to 1
 
     @property
     def classes(self) -> list[str]:
@@ -63,7 +66,14 @@ def write_distilled(path: str | Path, distilled: DistilledSet) -> None:
     The checks are those of ``read_distilled``, so a set with NaN latents (a run that diverged) or metadata
     that no reader understands is refused here and nothing is written."""
     _validate(distilled, Path(path))
-    tensors = {"latents": distilled.latents.detach().cpu().float().contiguous(), "labels": distilled.labels.cpu().long()}
+    # float16 is kept where the set chose it (storage-matched budgets count bytes); anything else is float32.
+    keep = (torch.float16, torch.float32)
+    latents = distilled.latents.detach().cpu()
+    tensors = {"latents": (latents if latents.dtype in keep else latents.float()).contiguous(),
+               "labels": distilled.labels.cpu().long()}
+    if distilled.soft_labels is not None:
+        soft = distilled.soft_labels.detach().cpu()
+        tensors["soft_labels"] = (soft if soft.dtype in keep else soft.float()).contiguous()
     if distilled.images is not None:
         tensors["images"] = distilled.images.cpu().contiguous()
     if distilled.embeddings is not None:
@@ -102,13 +112,14 @@ def read_distilled(path: str | Path) -> DistilledSet:
         raise LatentDistillError(
             f"{path} has format version {metadata['format_version']}; this latentdistill reads version {FORMAT_VERSION}"
         )
-    for name in ("latents", "embeddings"):
+    for name in ("latents", "embeddings", "soft_labels"):
         if name in tensors and tensors[name].is_floating_point() and tensors[name].dtype != torch.float32:
             tensors[name] = tensors[name].float()
     if tensors["labels"].dtype == torch.int32:
         tensors["labels"] = tensors["labels"].long()
     distilled = DistilledSet(
-        tensors["latents"], tensors["labels"], tensors.get("images"), tensors.get("embeddings"), metadata
+        tensors["latents"], tensors["labels"], tensors.get("images"), tensors.get("embeddings"), metadata,
+        tensors.get("soft_labels"),
     )
     _validate(distilled, path)
     return distilled
@@ -122,10 +133,20 @@ def describe_distilled(path: str | Path) -> str:
     first, then the others alphabetically."""
     distilled = read_distilled(path)
     lines = [f"file: {path}", "tensors:"]
-    for name in ("latents", "labels", "images", "embeddings"):
-        tensor = getattr(distilled, name)
-        if tensor is not None:
-            lines.append(f"  {name}: {tuple(tensor.shape)} {_dtype_name(tensor)}")
+    stored = stored_tensors(path)
+    for name in ("latents", "labels", "soft_labels", "images", "embeddings"):
+        if name in stored:
+            dtype, shape = stored[name]
+            lines.append(f"  {name}: {tuple(shape)} {dtype}")
+    if distilled.soft_labels is not None:
+        soft = distilled.soft_labels.float()
+        agree = float((soft.argmax(1) == distilled.labels).float().mean()) * 100
+        lines.append(f"  (soft labels: mean top probability {float(soft.max(1).values.mean()):.3f}, "
+                     f"top class = hard label for {agree:.0f}% of the images)")
+    storage = storage_per_class(path)
+    if storage["image_bytes"]:
+        lines.append(f"storage: {storage['mean_bytes_per_class']:.0f} bytes per class ({', '.join(storage['counted'])}), "
+                     f"{storage['image_equivalent']:.2f} uint8 images of {storage['image_bytes']} bytes")
     lines.append("metadata:")
     metadata = distilled.metadata
     for key in [*REQUIRED_METADATA, *sorted(key for key in metadata if key not in REQUIRED_METADATA)]:
@@ -163,7 +184,8 @@ _METADATA_TYPES = {
     "ipc": (_is_int, "an integer"),
     "seed": (_is_int, "an integer"),
     **{key: (lambda value: isinstance(value, dict), "a JSON object")
-       for key in ("autoencoder", "prior", "config", "versions", "learned", "evaluation")},
+       for key in ("autoencoder", "prior", "config", "versions", "learned", "evaluation", "zca")},
+    "storage_ipc": (_is_int, "an integer"),
 }
 
 
@@ -193,6 +215,15 @@ def _validate(distilled: DistilledSet, path: Path) -> None:
     if embeddings is not None and (not embeddings.is_floating_point() or embeddings.dim() < 2
                                    or embeddings.shape[0] != n or 0 in embeddings.shape):
         raise LatentDistillError(f"{path}: 'embeddings' must be a float ({n}, ...) tensor, one row per image, got {_shape(embeddings)}")
+    soft = distilled.soft_labels
+    if soft is not None:
+        classes = len(distilled.metadata.get("classes", []))
+        if not soft.is_floating_point() or soft.dim() != 2 or soft.shape[0] != n or (classes and soft.shape[1] != classes):
+            raise LatentDistillError(f"{path}: 'soft_labels' must be a float ({n}, {classes or 'classes'}) tensor, "
+                                     f"one probability row per image, got {_shape(soft)}")
+        if not bool(torch.isfinite(soft).all()) or bool((soft < 0).any()) or not torch.allclose(
+                soft.double().sum(1), torch.ones(n, dtype=torch.float64), atol=1e-2):
+            raise LatentDistillError(f"{path}: 'soft_labels' rows must be probabilities (finite, not negative, summing to 1)")
     for name, tensor in (("latents", latents), ("embeddings", embeddings)):
         if tensor is not None and not bool(torch.isfinite(tensor).all()):
             raise LatentDistillError(f"{path}: '{name}' holds non-finite values (NaN or infinity)")

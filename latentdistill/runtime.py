@@ -64,15 +64,25 @@ def autocast(device: torch.device, precision: str):
 
 
 class Normalize(nn.Module):
-    """Images in [0, 1] -> (x - mean) / std per channel, as the reference code feeds every network."""
+    """Images in [0, 1] -> (x - mean) / std per channel, as the reference code feeds every network; then,
+    with ``whitening`` (the ``(mean, matrix)`` of ``latentdistill.data.zca``), ZCA whitening. Everything a
+    network's input goes through, in one module, so no path can apply one step and forget the other."""
 
-    def __init__(self, mean: list[float], std: list[float]):
+    def __init__(self, mean: list[float], std: list[float], whitening: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.whitened = whitening is not None
+        if whitening is not None:
+            self.register_buffer("zca_mean", whitening[0].float())
+            self.register_buffer("zca_matrix", whitening[1].float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.mean) / self.std
+        normalized = (images - self.mean) / self.std
+        if not self.whitened:
+            return normalized
+        flat = normalized.flatten(1)
+        return ((flat - self.zca_mean.to(flat.dtype)) @ self.zca_matrix.to(flat.dtype)).view_as(normalized)
 
 
 class Processes:

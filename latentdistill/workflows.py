@@ -88,7 +88,10 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
         synthetic = distill(problem, objective, config.distill, generator, folder, resolved, config.seed, device,
                             processes, resume=resume, progress=progress)
         if processes.is_main:
-            images = generator.images(synthetic.latents, synthetic.embeddings, device, task.export_batch)
+            # a storage-matched set stores fp16, as counted, and its images are decoded from what is stored
+            latents = synthetic.latents.half() if config.distill.storage_ipc else synthetic.latents
+            soft_labels = None if synthetic.label_logits is None else synthetic.label_logits.softmax(dim=1).to(latents.dtype)
+            images = generator.images(latents.float(), synthetic.embeddings, device, task.export_batch)
             metadata = {
                 "format_version": FORMAT_VERSION, "task": task.name, **task.export_metadata(data),
                 "autoencoder": autoencoder.spec(), "prior": prior.spec(), "config": resolved, "seed": config.seed,
@@ -97,8 +100,8 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
             }
             if synthetic.learned:  # e.g. MTT's learned student learning rate
                 metadata["learned"] = {name: float(value) for name, value in synthetic.learned.items()}
-            write_distilled(folder.distilled, DistilledSet(synthetic.latents, synthetic.labels, images,
-                                                           synthetic.embeddings, metadata))
+            write_distilled(folder.distilled, DistilledSet(latents, synthetic.labels, images, synthetic.embeddings, metadata,
+                                                           soft_labels))
             task.save_grid(images, synthetic.labels, folder.grid)
     processes.wait()  # nobody reads the file before the main process has written it
     return folder.distilled
@@ -166,7 +169,7 @@ def run_buffer(config: RunConfig, progress: bool = True) -> Path:
     augment = DifferentiableAugment(config.augment) if config.buffer.augment else None
     rows, directory = data.train_rows, task.buffer_directory()
     training = ClassifierTraining(data.train.images[rows], data.train.labels[rows], len(data.classes),
-                                  task.normalize().to(device), augment, config.seed, device, config.precision,
+                                  task.normalize(data).to(device), augment, config.seed, device, config.precision,
                                   config.compile)
     with RunFolder(directory).lock():  # one trainer per buffer: two would write the same expert files
         train_experts(training, directory, task.buffer_meta(), progress=progress, parallel=config.buffer.parallel)

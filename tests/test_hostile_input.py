@@ -314,8 +314,10 @@ def test_describe_distilled(tmp_path):
         "  images: (6, 3, 16, 16) uint8",
         "  embeddings: (6, 8) float32",
     ]
+    # what the set stores per class: fp32 latents (64 bytes) and embeddings (32) for 2 images of each class
+    assert lines[6] == "storage: 192 bytes per class (latents, embeddings), 0.25 uint8 images of 768 bytes"
     # the metadata in a fixed order (safetensors returns it in hash order): the required keys, then sorted
-    assert lines[6:] == [
+    assert lines[7:] == [
         "metadata:",
         f"  format_version: {FORMAT_VERSION}",
         '  task: "classification"',

@@ -192,7 +192,8 @@ def test_trajectory_matching_recomputed_steps_give_the_same_gradients(setup, tmp
 def test_trajectory_matching_refuses_too_short_buffers(tmp_path):
     buffer = make_buffer(tmp_path / "buffer", epochs=2)
     with pytest.raises(LatentDistillError, match="distill.max_start_epoch"):
-        TrajectoryMatching(NO_AUGMENT, CE, buffer, expert_epochs=2, max_start_epoch=1)
+        TrajectoryMatching(NO_AUGMENT, CE, buffer, expert_epochs=2, max_start_epoch=2)  # start 1 + 2 > 2 epochs
+    TrajectoryMatching(NO_AUGMENT, CE, buffer, expert_epochs=2, max_start_epoch=1)  # start 0 + 2: the last row
 
 
 # --- initialisation ------------------------------------------------------------------------------

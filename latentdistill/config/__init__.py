@@ -43,7 +43,8 @@ _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _MINIMUM = {
     "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1,
     "distill.ipc": 1, "distill.iterations": 0, "distill.real_batch": 1, "distill.outer_loop": 0,
-    "distill.inner_loop": 0, "distill.syn_steps": 1, "distill.expert_epochs": 1, "distill.max_start_epoch": 0,
+    "distill.inner_loop": 0, "distill.syn_steps": 1, "distill.expert_epochs": 1, "distill.max_start_epoch": 0, "distill.min_start_epoch": 0,
+    "distill.max_start_epoch_final": 0, "distill.window_iterations": 0, "distill.storage_ipc": 0,
     "distill.syn_batch": 0, "distill.syn_steps_per_recompute": 0, "buffer.experts": 1, "buffer.parallel": 1, "buffer.epochs": 1, "buffer.batch_size": 1, "distill.net_width": 0, "distill.net_depth": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
     "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.full_epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
     "prior.denoising_steps": 1, "prior.t_start": 0, "distill.decode_chunk": 0, "prior.steps_per_recompute": 0, "distill.embedding_lr": 0.0,
@@ -61,8 +62,8 @@ _POSITIVE = (0, None, False, False)
 _FRACTION_BELOW_ONE = (0, 1, True, False)  # [0, 1)
 _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     **{key: (low, None, True, False) for key, low in _MINIMUM.items()},
-    "data.resolution": (8, 4096, True, True), "data.std": _POSITIVE,
-    "distill.lr": _POSITIVE, "distill.inner_lr": _POSITIVE, "distill.syn_lr": _POSITIVE, "distill.syn_lr_lr": _POSITIVE,
+    "data.resolution": (8, 4096, True, True), "data.std": _POSITIVE, "data.zca_eps": _POSITIVE,
+    "distill.lr": _POSITIVE, "distill.inner_lr": _POSITIVE, "distill.syn_lr": _POSITIVE, "distill.syn_lr_lr": _POSITIVE, "distill.label_lr": _POSITIVE,
     "buffer.lr": _POSITIVE, "evaluate.lr": _POSITIVE, "sr.lr": _POSITIVE, "train_prior.lr": _POSITIVE,
     "distill.momentum": _FRACTION_BELOW_ONE, "buffer.momentum": _FRACTION_BELOW_ONE,
     "evaluate.momentum": _FRACTION_BELOW_ONE,
@@ -76,10 +77,13 @@ _NON_EMPTY = ("output_dir", "device")
 # Keys with a fixed set of values, checked when set (the registries check names like nets and priors).
 # Names of registered parts (task, autoencoder.kind, prior.name, networks, objectives) are checked by their
 # registries, which user code can extend (config key `imports`).
-_CHOICES = {"precision": ("fp32", "bf16"), "distill.batched": (True, False, "auto"), "evaluate.batched": (True, False, "auto"),
+_CHOICES = {"precision": ("fp32", "bf16"), "evaluate.labels": ("hard", "soft"), "distill.batched": (True, False, "auto"), "evaluate.batched": (True, False, "auto"),
             "distill.optimizer": ("sgd", "adam"), "prior.kind": ("auto", "dit", "unet", "sd"),
             "prior.residual": ("mean", "x0", "none"), "sr.scale": (2, 3, 4), "train_prior.architecture": ("dit", "unet"),
             "train_prior.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2")}
+
+# Number keys that also take a word.
+_WORDS = {"evaluate.lr": ("learned",)}
 
 
 def _to_float(value: Any) -> float:
@@ -113,6 +117,10 @@ def _check_value(value: Any, key: str) -> None:
     """The checks beyond the type: lengths, ranges, fixed choices and non-empty strings."""
     if key in _LENGTHS and len(value) != _LENGTHS[key]:
         raise LatentDistillError(f"config key '{key}' expects a list of {_LENGTHS[key]} numbers, got {len(value)}: {value!r}")
+    if isinstance(value, str) and key in _WORDS:  # a number key that also takes a word
+        if value not in _WORDS[key]:
+            raise LatentDistillError(f"config key '{key}' must be a number or one of {' | '.join(_WORDS[key])}, got {value!r}")
+        return
     if key in _RANGES and value is not None:
         _check_range(value, key)
     if key in _CHOICES and value not in _CHOICES[key]:

@@ -22,6 +22,10 @@ class DataConfig:
     # CIFAR-10 statistics used by the reference code; images are normalised before every network.
     mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
     std: list[float] = field(default_factory=lambda: [0.2023, 0.1994, 0.2010])
+    # ZCA whitening after the normalisation, before every network (real and synthetic images, experts,
+    # evaluation), fitted once on the training split and kept with the latent cache (classification only).
+    zca: bool = False
+    zca_eps: float = 0.1  # added to the covariance's eigenvalues (MTT's kornia setting)
 
 
 @dataclass
@@ -112,10 +116,24 @@ class DistillConfig:
     momentum: float = 0.5
     checkpoint_every: int = 50
     # Objective "mtt" (the expert buffer is buffer.dir): the student takes syn_steps steps on the synthetic
-    # set from a random expert's epoch in [0, max_start_epoch) and should land expert_epochs later.
+    # set from a random expert's epoch in [min_start_epoch, max_start_epoch) and should land expert_epochs later.
     syn_steps: int = 20
     expert_epochs: int = 2
+    min_start_epoch: int = 0
     max_start_epoch: int = 10
+    # DATM's difficulty window: the upper bound grows linearly from max_start_epoch to max_start_epoch_final
+    # over the first window_iterations iterations (0: all of them), so the set first matches the early, easy
+    # trajectories and later ones as it improves. 0: the window stays fixed.
+    max_start_epoch_final: int = 0
+    window_iterations: int = 0
+    # DATM's learned soft labels (objective mtt): logits per synthetic image, started from the buffer's experts
+    # (mean logits at their last epoch) on starting images they classify correctly, optimised with label_lr;
+    # the student trains on their softmax, and the export holds them as soft_labels (probabilities).
+    learn_labels: bool = False
+    label_lr: float = 0.01
+    # Fill the bytes of storage_ipc uint8 images per class with as many latents (stored in fp16) as fit,
+    # soft labels counted; it replaces ipc. 0: ipc latents per class.
+    storage_ipc: int = 0
     syn_batch: int = 0  # synthetic images per student step; 0: all of them
     syn_lr: float = 0.01  # the student's starting learning rate, learned with the images
     syn_lr_lr: float = 1e-5  # learning rate of that learning rate
@@ -150,7 +168,13 @@ class EvaluateConfig:
     nets: list[str] = field(default_factory=list)
     runs: int = 5
     epochs: int = 300
-    lr: float = 0.01
+    # The networks' learning rate, or "learned": the student learning rate the distillation learned (MTT),
+    # read from the file, for every row of the evaluation alike.
+    lr: float | str = 0.01
+    # hard: cross-entropy on the class labels. soft: also the rows trained on soft labels (soft cross-entropy
+    # to the file's soft_labels; the random real row to a teacher's, the experts of buffer.dir), beside the
+    # hard-label rows, so the label gain and the data gain are told apart.
+    labels: str = "hard"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from latentdistill import nets
@@ -194,3 +195,23 @@ def _train_group(experts: list[_Expert], training: ClassifierTraining, directory
             if final and expert_path(directory, expert.index, partial=True).exists():
                 expert_path(directory, expert.index, partial=True).unlink()
     bar.close()
+
+
+@torch.no_grad()
+def expert_logits(buffer: ExpertBuffer, net: nn.Module, inputs: torch.Tensor, epoch: int = -1,
+                  batch_size: int = 500) -> torch.Tensor:
+    """The mean logits of the buffer's experts at ``epoch`` (default: their last) on network inputs (already
+    normalised), ``net`` giving the architecture: the teacher that starts DATM's soft labels and labels the
+    random real images of a soft-label evaluation."""
+    layout = parameter_layout(net)
+    size = sum(torch.Size(shape).numel() for _, shape in layout)
+    net.eval()
+    total = None
+    for index in range(len(buffer.files)):
+        trajectory = buffer.trajectory(index)
+        if trajectory.shape[1] != size:
+            raise LatentDistillError(f"expert buffer {buffer.directory} was trained on another network than this one")
+        weights = unflatten(trajectory[epoch].to(inputs.device), layout)
+        logits = torch.cat([functional_call(net, weights, (part,)).float() for part in inputs.split(batch_size)])
+        total = logits if total is None else total + logits
+    return total / len(buffer.files)

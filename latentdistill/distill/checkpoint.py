@@ -27,12 +27,15 @@ class Checkpoint:
     config: dict
     embeddings: torch.Tensor | None = None  # the learnable conditioning of prior "diffusion"
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's learnable tensors
+    label_logits: torch.Tensor | None = None  # the learned soft labels (distill.learn_labels)
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     tensors = {"latents": checkpoint.latents.detach().cpu().contiguous(), "labels": checkpoint.labels.cpu()}
     if checkpoint.embeddings is not None:
         tensors["embeddings"] = checkpoint.embeddings.detach().cpu().contiguous()
+    if checkpoint.label_logits is not None:
+        tensors["label_logits"] = checkpoint.label_logits.detach().cpu().contiguous()
     for name, tensor in checkpoint.extra.items():
         tensors[f"objective.{name}"] = tensor.detach().cpu().contiguous()
     state, groups = optimizer_tensors(checkpoint.optimizer_state)
@@ -52,4 +55,5 @@ def load_checkpoint(path: Path) -> Checkpoint:
         optimizer_state(tensors, metadata["optimizer_param_groups"]), json.loads(metadata["config"]),
         tensors.get("embeddings"),
         {key[len("objective."):]: value for key, value in tensors.items() if key.startswith("objective.")},
+        tensors.get("label_logits"),
     )

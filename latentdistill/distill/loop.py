@@ -79,14 +79,17 @@ def distill(
     extra = {name: tensor.clone() for name, tensor in getattr(objective, "learnable", dict)().items()}
     if resume and folder.checkpoint.exists():
         saved = load_checkpoint(folder.checkpoint)
-        synthetic = SyntheticSet(saved.latents, saved.labels, saved.embeddings)
+        if (saved.label_logits is None) != (synthetic.label_logits is None):
+            raise LatentDistillError(f"{folder.checkpoint} was written {'without' if saved.label_logits is None else 'with'} "
+                                     "learned labels (config key 'distill.learn_labels'): resume with the same setting")
+        synthetic = SyntheticSet(saved.latents, saved.labels, saved.embeddings, label_logits=saved.label_logits)
         start_iteration, optimizer_state = saved.iteration, saved.optimizer_state
         extra.update({name: saved.extra[name] for name in extra if name in saved.extra})
     else:
         synthetic.embeddings = generator.prior.initial_conditioning(synthetic.labels)
 
-    # The learnable tensors: z always, the conditioning c when the prior takes one, and the objective's
-    # own (MTT's learning rate), each group with its own learning rate.
+    # The learnable tensors: z always, the conditioning c when the prior takes one, the objective's own (MTT's
+    # learning rate) and the soft labels' logits when they are learned, each group with its own learning rate.
     synthetic_latents = synthetic.latents.to(device).requires_grad_(True)
     synthetic_labels = synthetic.labels.to(device)
     groups = [{"params": [synthetic_latents], "lr": settings.lr}]
@@ -99,6 +102,10 @@ def distill(
     for name, tensor in extra.items():
         setattr(objective, name, tensor)
         groups.append({"params": [tensor], "lr": settings.syn_lr_lr})
+    label_logits = None
+    if synthetic.label_logits is not None:
+        label_logits = synthetic.label_logits.to(device).float().requires_grad_(True)
+        groups.append({"params": [label_logits], "lr": settings.label_lr})
     learnable = [tensor for group in groups for tensor in group["params"]]
     optimizer = _optimizer(settings, groups)
     if optimizer_state is not None:
@@ -152,7 +159,7 @@ def distill(
         if processes.is_main:
             save_checkpoint(folder.checkpoint, Checkpoint(
                 done, synthetic_latents, synthetic_labels, optimizer.state_dict(), resolved_config, synthetic_embeddings,
-                {name: tensor.detach() for name, tensor in extra.items()}))
+                {name: tensor.detach() for name, tensor in extra.items()}, label_logits))
         last_saved = done
 
     if processes.is_main:
@@ -165,8 +172,9 @@ def distill(
         stream = torch.Generator().manual_seed(iteration_seed(seed, iteration))
         torch.manual_seed(iteration_seed(seed, iteration))
         net = problem.matching_network().to(device)
+        targets = synthetic_labels if label_logits is None else label_logits.softmax(dim=1)
         context = IterationContext(net, stream, decode, real_batches, synthetic_batches, update, synthetic_labels,
-                                   num_classes, device)
+                                   num_classes, device, targets, iteration, settings.iterations)
         losses = objective.iteration(context)
         mean_loss = sum(losses) / len(losses)
         bar.set_postfix(loss=f"{mean_loss:.4g}")
@@ -182,4 +190,5 @@ def distill(
         write_checkpoint(settings.iterations)
     embeddings = None if synthetic_embeddings is None else synthetic_embeddings.detach().cpu()
     learned = {name: tensor.detach().cpu() for name, tensor in extra.items()}
-    return SyntheticSet(synthetic_latents.detach().cpu(), synthetic_labels.cpu(), embeddings, learned)
+    logits = None if label_logits is None else label_logits.detach().cpu()
+    return SyntheticSet(synthetic_latents.detach().cpu(), synthetic_labels.cpu(), embeddings, learned, logits)

@@ -66,6 +66,11 @@ class IterationContext:
     synthetic_labels: torch.Tensor
     num_classes: int
     device: torch.device
+    # What a student trains the synthetic images towards: the class labels, or with learned soft labels the
+    # softmax of their logits (N, classes), differentiable in them.
+    synthetic_targets: torch.Tensor | None = None
+    iteration: int = 0  # this iteration's index, of
+    iterations: int = 1  # the run's iterations (schedules, such as DATM's growing window)
 
 
 def stacked_classes(by_class: dict[int, torch.Tensor], augment: DifferentiableAugment,

@@ -18,6 +18,10 @@ class SyntheticSet:
     labels: torch.Tensor  # (N,), class-major: ipc rows per class
     embeddings: torch.Tensor | None = None  # (N, ...) learnable conditioning, for priors that take one
     learned: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's own (MTT: synthetic_lr)
+    # (N, classes) learnable label logits (distill.learn_labels); the networks train on their softmax
+    label_logits: torch.Tensor | None = None
+    # (N,) the cache rows a start copied (random_real, kmeans); None for starts that are no real image
+    source_rows: torch.Tensor | None = None
 
 
 class ImageGenerator(nn.Module):
@@ -91,7 +95,8 @@ def initial_synthetic_set(
         mean = real.mean(dim=(0, 2, 3), keepdim=True)
         std = real.std(dim=(0, 2, 3), keepdim=True)
         start = mean + std * torch.randn(start.shape, generator=generator)
-    return SyntheticSet(start.contiguous(), labels[chosen_rows].clone())
+    source = chosen_rows.clone() if init in ("random_real", "kmeans") else None
+    return SyntheticSet(start.contiguous(), labels[chosen_rows].clone(), source_rows=source)
 
 
 def kmeans(points: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 100) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,12 +6,19 @@ synthetic images, with a learnable learning rate; its end point should land wher
 ``expert_epochs`` later. The loss is normalised by how far the expert itself moved:
 ``|student - expert_later|^2 / |expert_start - expert_later|^2``.
 
+DATM's additions (Guo et al., "Towards Lossless Dataset Distillation via Difficulty-Aligned Trajectory
+Matching", ICLR 2024): the start epoch is drawn from a window ``[min_start_epoch, upper)`` whose upper bound
+grows from ``max_start_epoch`` to ``max_start_epoch_final`` (easy, early trajectories first), and the student
+may train on learned soft labels (the loop owns them; the student sees ``context.synthetic_targets``).
+
 The unrolled student keeps every step's graph. With ``steps_per_recompute`` > 0 each segment of
 steps is recomputed in the backward pass, so what is kept grows with one parameter vector per step
 rather than with every step's activations.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call
@@ -43,18 +50,44 @@ def student_steps(net, layout, parameters: torch.Tensor, images: torch.Tensor, l
     return parameters
 
 
+@dataclass(frozen=True)
+class StartWindow:
+    """The expert epochs a student may start from: ``[low, upper)``, the upper bound growing linearly from
+    ``high`` to ``final_high`` over the first ``growth_iterations`` iterations (0: the whole run; ``final_high``
+    0: no growth). A window whose upper bound is not above ``low`` starts at ``low``."""
+
+    low: int
+    high: int
+    final_high: int = 0
+    growth_iterations: int = 0
+
+    def bounds(self, iteration: int, iterations: int) -> tuple[int, int]:
+        high = self.high
+        if self.final_high > self.high:
+            span = self.growth_iterations or iterations
+            high = min(self.final_high, self.high + (self.final_high - self.high) * iteration // max(1, span))
+        return self.low, max(high, self.low + 1)
+
+    @property
+    def last_start(self) -> int:
+        return max(self.low, max(self.high, self.final_high) - 1)
+
+
 class TrajectoryMatching:
     name = "mtt"
 
     def __init__(self, augment: DifferentiableAugment, criterion: Criterion, buffer: ExpertBuffer, precision: str = "fp32",
                  syn_steps: int = 20, expert_epochs: int = 2, max_start_epoch: int = 10, syn_batch: int = 0,
-                 syn_lr: float = 0.01, steps_per_recompute: int = 0):
-        if expert_epochs + max_start_epoch > buffer.epochs:
+                 syn_lr: float = 0.01, steps_per_recompute: int = 0, window: StartWindow | None = None):
+        self.window = window or StartWindow(0, max_start_epoch)
+        last_start = self.window.last_start
+        if last_start + expert_epochs > buffer.epochs:
             raise LatentDistillError(
-                f"config keys 'distill.expert_epochs' + 'distill.max_start_epoch' = {expert_epochs + max_start_epoch} "
-                f"exceed the {buffer.epochs} epochs recorded in the buffer {buffer.directory}")
+                f"config keys 'distill.expert_epochs' + the last start epoch (from 'distill.max_start_epoch' or "
+                f"'distill.max_start_epoch_final') = {expert_epochs + last_start} exceed the {buffer.epochs} epochs "
+                f"recorded in the buffer {buffer.directory}")
         self.augment, self.criterion, self.buffer, self.precision = augment, criterion, buffer, precision
-        self.syn_steps, self.expert_epochs, self.max_start_epoch = syn_steps, expert_epochs, max_start_epoch
+        self.syn_steps, self.expert_epochs = syn_steps, expert_epochs
         self.syn_batch, self.steps_per_recompute = syn_batch, steps_per_recompute
         # The student's learning rate is learned with the images (MTT); the loop optimises it.
         self.synthetic_lr = torch.tensor(float(syn_lr))
@@ -72,7 +105,8 @@ class TrajectoryMatching:
         generator, device = context.generator, context.device
         layout = parameter_layout(context.net)
         expert = int(torch.randint(len(self.buffer.files), (1,), generator=generator))
-        start_epoch = int(torch.randint(self.max_start_epoch, (1,), generator=generator)) if self.max_start_epoch else 0
+        low, high = self.window.bounds(context.iteration, context.iterations)
+        start_epoch = int(torch.randint(low, high, (1,), generator=generator))
         trajectory = self._trajectory(expert)
         if trajectory.shape[1] != sum(torch.Size(shape).numel() for _, shape in layout):
             raise LatentDistillError(f"expert buffer {self.buffer.directory} was trained on another network than distill.net")
@@ -95,7 +129,8 @@ class TrajectoryMatching:
         segment = self.steps_per_recompute or self.syn_steps
         for first in range(0, self.syn_steps, segment):
             span = slice(first, first + segment)
-            arguments = (context.net, layout, parameters, images, context.synthetic_labels, batches[span], draws[span],
+            targets = context.synthetic_labels if context.synthetic_targets is None else context.synthetic_targets
+            arguments = (context.net, layout, parameters, images, targets, batches[span], draws[span],
                          self.synthetic_lr, self.augment, self.criterion, self.precision)
             if self.steps_per_recompute:
                 parameters = checkpoint(student_steps, *arguments, use_reentrant=False)
@@ -117,6 +152,8 @@ def build_trajectory_matching(setup: ObjectiveSetup) -> TrajectoryMatching:
         if buffer.meta.get(key) != wanted:
             raise LatentDistillError(f"expert buffer {buffer.directory} was trained with another {key} "
                                      f"({buffer.meta.get(key)!r}, this run: {wanted!r})")
+    window = StartWindow(settings.min_start_epoch, settings.max_start_epoch, settings.max_start_epoch_final,
+                         settings.window_iterations)
     return TrajectoryMatching(setup.augment, setup.criterion, buffer, setup.precision, settings.syn_steps,
                               settings.expert_epochs, settings.max_start_epoch, settings.syn_batch, settings.syn_lr,
-                              settings.syn_steps_per_recompute)
+                              settings.syn_steps_per_recompute, window)

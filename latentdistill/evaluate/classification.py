@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +27,18 @@ from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.scores import augmentation_robust_score, label_robust_score
 from latentdistill.nets.stacked import StackedNetworks, can_stack
 from latentdistill.runtime import Normalize, autocast, use_batched
+
+
+@dataclass
+class Teacher:
+    """The network that labels real images for a soft-label row: ``logits`` maps uint8 images to logits, and
+    ``name`` says what it is (in the report and in the baseline cache's key)."""
+
+    name: str
+    logits: Callable[[torch.Tensor], torch.Tensor]
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(images).softmax(dim=1)
 
 
 def train_classifier(
@@ -152,6 +165,9 @@ def evaluate_classification(
     progress: bool = True,
     baselines: BaselineCache | None = None,
     protocol_key: dict | None = None,
+    soft_labels: torch.Tensor | None = None,
+    teacher: Teacher | None = None,
+    random_real_ipc: int | None = None,
 ) -> dict:
     """For each network, train ``config.runs`` models on the distilled set (and on random real subsets
     of the same IPC, and on the full training set when asked), test each once on the real test split,
@@ -160,17 +176,26 @@ def evaluate_classification(
     ``real`` holds the real training images (all rows; ``train_rows`` are those outside validation) and
     how every network is trained (normalisation, augmentation, seed, device, precision). ``baselines``
     (with ``protocol_key``, everything else the baselines depend on: data, augmentation, device) keeps and
-    reuses the random real and full-data results.
+    reuses the random real and full-data results. With ``soft_labels`` (the set's probability rows) and a
+    ``teacher``, two more rows train with soft cross-entropy: the distilled images on their soft labels, and the
+    random real images (the same subsets) on the teacher's; the hard-label rows stay beside them.
+    ``random_real_ipc`` sizes the random real subsets (default: the set's images per class); a storage-matched
+    set compares with the real images that take its bytes.
 
     Long on purpose: the whole protocol (every set, network and run; cached baselines) reads top to bottom."""
     train_images, train_labels, normalize, augment = real.images, real.labels, real.normalize, real.augment
     seed, device, precision = real.seed, real.device, real.precision
     baselines = baselines or BaselineCache(None)
     ipc = int(torch.bincount(distilled_labels).max())
+    real_ipc = random_real_ipc or ipc
     sets = ["distilled"] + (["random_real"] if config.random_real else []) + (["full"] if config.full_data else [])
     variants = [(name, True) for name in sets]
     if config.without_augment and augment is not None:
         variants += [(name, False) for name in sets if name != "full"]
+    if soft_labels is not None:
+        variants.append(("distilled_soft", True))
+        if config.random_real and teacher is not None:
+            variants.append(("random_real_soft", True))
     validation_images, validation_labels = train_images[validation_rows], train_labels[validation_rows]
     started = time.perf_counter()
     networks: dict[str, dict] = {}
@@ -189,8 +214,11 @@ def evaluate_classification(
                 protocol = {k: v for k, v in dataclasses.asdict(config).items()
                             if k in ("lr", "momentum", "weight_decay", "batch_size", "test_batch")}
                 protocol["epochs"] = epochs
-                cache_keys[run] = json.dumps([name, augmented, net, ipc if name == "random_real" else None, run_seed,
-                                              protocol, precision, protocol_key or {}], sort_keys=True)
+                subset_ipc = real_ipc if name.startswith("random_real") else None
+                key = [name, augmented, net, subset_ipc, run_seed, protocol, precision, protocol_key or {}]
+                if name == "random_real_soft":
+                    key.append(teacher.name)
+                cache_keys[run] = json.dumps(key, sort_keys=True)
                 cached = baselines.get(cache_keys[run])
                 if cached is not None:
                     measured[run] = cached
@@ -198,9 +226,13 @@ def evaluate_classification(
                     continue
             if name == "distilled":
                 images, labels = distilled_images, distilled_labels
-            elif name == "random_real":
-                chosen = random_real_subset(train_labels, train_rows, ipc, seed=run_seed)
+            elif name == "distilled_soft":
+                images, labels = distilled_images, soft_labels.float()
+            elif name.startswith("random_real"):
+                chosen = random_real_subset(train_labels, train_rows, real_ipc, seed=run_seed)
                 images, labels = train_images[chosen], train_labels[chosen]
+                if name == "random_real_soft":
+                    labels = teacher.probabilities(images).cpu()
             else:
                 images, labels = train_images[train_rows], train_labels[train_rows]
             trainings[run] = dataclasses.replace(real, images=images, labels=labels, seed=run_seed,
@@ -234,7 +266,7 @@ def evaluate_classification(
         scores = ranking_scores(row, config)
         if scores:
             row["scores"] = scores
-    return {"ipc": ipc, "minutes": round((time.perf_counter() - started) / 60, 2), "networks": networks}
+    return {"ipc": ipc, "random_real_ipc": real_ipc, "minutes": round((time.perf_counter() - started) / 60, 2), "networks": networks}
 
 
 def ranking_scores(row: dict, config: EvaluateConfig) -> dict:
@@ -252,7 +284,8 @@ def ranking_scores(row: dict, config: EvaluateConfig) -> dict:
     return scores
 
 
-ROW_NAMES = {"distilled": "distilled", "random_real": "random real", "full": "full training set",
+ROW_NAMES = {"distilled": "distilled", "random_real": "random real", "distilled_soft": "distilled, soft labels",
+             "random_real_soft": "random real, teacher labels", "full": "full training set",
              "distilled_no_augment": "distilled, no augmentation", "random_real_no_augment": "random real, no augmentation"}
 
 
@@ -262,7 +295,10 @@ def markdown_table(report: dict) -> str:
     columns = [name for name in ROW_NAMES if any(name in row for row in networks.values())]
     has_lrs = any("label_robust" in row.get("scores", {}) for row in networks.values())
     has_ars = any("augmentation_robust" in row.get("scores", {}) for row in networks.values())
-    header = [f"{report.get('dataset', 'dataset')} IPC {report['ipc']}"] + [ROW_NAMES[c] for c in columns]
+    real_ipc = report.get("random_real_ipc", report["ipc"])
+    names = {c: ROW_NAMES[c] + (f" (IPC {real_ipc})" if c.startswith("random_real") and real_ipc != report["ipc"] else "")
+             for c in columns}
+    header = [f"{report.get('dataset', 'dataset')} IPC {report['ipc']}"] + [names[c] for c in columns]
     header += ["LRS"] * has_lrs + ["ARS"] * has_ars + ["runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for net, row in networks.items():

@@ -8,6 +8,8 @@ on random real subsets of the same size, and tests them once.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,18 +18,22 @@ import torch.nn.functional as F
 
 from latentdistill import nets
 from latentdistill.autoencoders import load_autoencoder
-from latentdistill.config import RunConfig, config_to_dict
+from latentdistill.config import EvaluateConfig, RunConfig, config_to_dict
 from latentdistill.data.image_folder import ImageFolder, split_train_validation
 from latentdistill.data.latent_cache import LatentCache, encode_dataset
+from latentdistill.data.zca import ZCA, load_or_fit_zca
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.loop import MatchingProblem
 from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
+from latentdistill.distill.soft_labels import correctly_classified, expert_teacher
 from latentdistill.distill.synthetic import INITIALISATIONS, initial_synthetic_set
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.baselines import BaselineCache
-from latentdistill.evaluate.classification import evaluate_classification, markdown_table, network_names
+from latentdistill.evaluate.classification import Teacher, evaluate_classification, markdown_table, network_names
+from latentdistill.evaluate.protocol import file_protocol
 from latentdistill.export import DistilledSet, save_grid
+from latentdistill.storage import latents_in_storage, storage_per_class
 from latentdistill.runtime import Normalize, resolve_device, use_batched
 from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
 
@@ -51,6 +57,7 @@ class PreparedData:
     test: LatentCache
     train_rows: torch.Tensor
     validation_rows: torch.Tensor
+    zca: ZCA | None = None  # data.zca: fitted on train_rows, kept beside the train cache
 
     @property
     def classes(self) -> list[str]:
@@ -91,7 +98,16 @@ class ClassificationTask:
             if cache.meta["skipped"]:
                 print(f"skipped {len(cache.meta['skipped'])} unreadable images in {cache.directory} (listed in its meta.json)")
         train_rows, validation_rows = split_train_validation(train.labels, data.val_per_class, data.split_seed, train.classes)
-        return PreparedData(train, test, train_rows, validation_rows)
+        zca = self._zca(train, train_rows) if data.zca else None
+        return PreparedData(train, test, train_rows, validation_rows, zca)
+
+    def _zca(self, train: LatentCache, rows: torch.Tensor) -> ZCA:
+        """The ZCA of the training rows (validation left out), fitted once per cache, split and normalisation."""
+        data = self.config.data
+        key = {"fingerprint": train.meta.get("fingerprint"), "val_per_class": data.val_per_class,
+               "split_seed": data.split_seed, "mean": data.mean, "std": data.std, "eps": data.zca_eps}
+        path = train.directory / f"zca-eps{data.zca_eps:g}.safetensors"
+        return load_or_fit_zca(path, train.images[rows], Normalize(data.mean, data.std), data.zca_eps, key)
 
     def summary(self, data: PreparedData) -> str:
         return (f"latent cache: {data.train.directory} ({len(data.train.labels)} train images), "
@@ -111,6 +127,12 @@ class ClassificationTask:
                                      f"(known: {', '.join(INITIALISATIONS)})")
         nets.build(settings.net, num_classes=2, resolution=self.config.data.resolution, task="classification",
                    config_key="distill.net", width=settings.net_width, depth=settings.net_depth)
+        if settings.learn_labels and settings.objective != "mtt":
+            raise LatentDistillError(f"config key 'distill.learn_labels' needs objective mtt (a student that trains on the "
+                                     f"labels), not '{settings.objective}'")
+        if settings.learn_labels and settings.init not in ("random_real", "kmeans"):
+            raise LatentDistillError(f"config key 'distill.learn_labels' needs distill.init random_real or kmeans (a real "
+                                     f"image to label), not '{settings.init}'")
         self.check_evaluation_names()
 
     def check_evaluation_names(self) -> None:
@@ -119,8 +141,10 @@ class ClassificationTask:
             raise LatentDistillError(f"config key 'evaluate.nets': unknown network '{unknown[0]}' "
                                      f"(known: {', '.join(nets.names('classification'))})")
 
-    def normalize(self) -> Normalize:
-        return Normalize(self.config.data.mean, self.config.data.std)
+    def normalize(self, data: PreparedData) -> Normalize:
+        """What every network's input goes through: the per-channel normalisation, then ZCA with ``data.zca``."""
+        whitening = None if data.zca is None else (data.zca.mean, data.zca.matrix)
+        return Normalize(self.config.data.mean, self.config.data.std, whitening)
 
     # --- distillation ---------------------------------------------------------------------------
 
@@ -128,7 +152,7 @@ class ClassificationTask:
         config, settings = self.config, self.config.distill
         if data.train.latents is None:
             raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
-        normalize = self.normalize().to(device)
+        normalize = self.normalize(data).to(device)
         num_classes = len(data.classes)
         # Real images: normalised once, grouped by class, only the rows outside the validation split.
         # Trajectory matching compares with expert trajectories instead, and needs none.
@@ -136,8 +160,15 @@ class ClassificationTask:
         for label in range(num_classes if settings.objective != "mtt" else 0):
             rows = data.train_rows[data.train.labels[data.train_rows] == label]
             real_by_class[label] = normalize(data.train.images[rows].to(device).float() / 255)
-        start = initial_synthetic_set(data.train.latents, data.train.labels, data.train_rows, num_classes, settings.ipc,
+        rows = data.train_rows
+        if settings.learn_labels:  # DATM: start only from images the teacher classifies correctly
+            teacher = self.teacher(data, device)
+            rows = correctly_classified(teacher, data.train.images, data.train.labels, rows, max(100, 20 * self.ipc(data)),
+                                        config.seed)
+        start = initial_synthetic_set(data.train.latents, data.train.labels, rows, num_classes, self.ipc(data),
                                       settings.init, config.seed)
+        if settings.learn_labels:
+            start.label_logits = teacher(data.train.images[start.source_rows].to(device)).cpu()
         resolution = data.train.images.shape[-1]
 
         def matching_network():
@@ -147,10 +178,29 @@ class ClassificationTask:
         return MatchingProblem(num_classes, real_by_class, lambda batch: batch, start, matching_network, CrossEntropy(),
                                normalize)
 
+    def ipc(self, data: PreparedData) -> int:
+        """Latents per class: ``distill.ipc``, or with ``distill.storage_ipc`` as many as fit in that many uint8
+        images' bytes per class."""
+        settings = self.config.distill
+        if not settings.storage_ipc:
+            return settings.ipc
+        latent_shape = tuple(data.train.latents.shape[1:])
+        label_values = len(data.classes) if settings.learn_labels else 0
+        return latents_in_storage(settings.storage_ipc, tuple(data.train.images.shape[1:]), latent_shape, label_values)
+
+    def teacher(self, data: PreparedData, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """uint8 images -> logits of the experts of ``buffer.dir`` (their mean at the last epoch), with this run's
+        normalisation and ZCA: DATM's label initialiser, and the soft-label evaluation's teacher."""
+        settings = self.config.distill
+        expects = {**self.objective_setup(data).buffer_expects, "mean": self.config.data.mean, "std": self.config.data.std}
+        net = nets.build(settings.net, num_classes=len(data.classes), resolution=data.train.images.shape[-1],
+                         width=settings.net_width, depth=settings.net_depth)
+        return expert_teacher(self.buffer_directory(), expects, net, self.normalize(data), device)
+
     def objective_setup(self, data: PreparedData) -> ObjectiveSetup:
         settings = self.config.distill
         expects = {"net": settings.net, "width": settings.net_width, "depth": settings.net_depth,
-                   "resolution": self.config.data.resolution}
+                   "resolution": self.config.data.resolution, "zca": self.config.data.zca_eps if self.config.data.zca else None}
         return ObjectiveSetup(settings, DifferentiableAugment(self.config.augment), CrossEntropy(), self.config.precision,
                               self.buffer_directory(), expects)
 
@@ -158,8 +208,12 @@ class ClassificationTask:
         save_grid(images, labels, path)  # one row per class, 2x for viewing
 
     def export_metadata(self, data: PreparedData) -> dict:
-        return {"dataset": Path(self.config.data.root).resolve().name, "classes": data.classes,
-                "ipc": self.config.distill.ipc}
+        metadata = {"dataset": Path(self.config.data.root).resolve().name, "classes": data.classes, "ipc": self.ipc(data)}
+        if data.zca is not None:  # evaluation applies what the set was distilled for, whatever its config says
+            metadata["zca"] = {"eps": data.zca.eps, "fingerprint": data.zca.fingerprint}
+        if self.config.distill.storage_ipc:
+            metadata["storage_ipc"] = self.config.distill.storage_ipc
+        return metadata
 
     # --- expert buffers (trajectory matching) -----------------------------------------------------
 
@@ -179,7 +233,8 @@ class ClassificationTask:
                 "dataset": Path(config.data.root).resolve().name, "experts": b.experts, "epochs": b.epochs, "lr": b.lr,
                 "momentum": b.momentum, "weight_decay": b.weight_decay, "batch_size": b.batch_size,
                 "augment": config.augment.strategy if b.augment else "none", "seed": config.seed,
-                "precision": config.precision, "mean": config.data.mean, "std": config.data.std}
+                "precision": config.precision, "mean": config.data.mean, "std": config.data.std,
+                **({"zca": config.data.zca_eps} if config.data.zca else {})}  # no key without ZCA: older buffers stay valid
 
     # --- evaluation -------------------------------------------------------------------------------
 
@@ -198,37 +253,59 @@ class ClassificationTask:
         if classes != distilled.classes:
             raise LatentDistillError(f"{source} was distilled for classes {distilled.classes}, the dataset at "
                                      f"{config.data.root} (config key 'data.root') has {classes}")
+        config, evaluation, notes = file_protocol(distilled, source, config)
+        task = ClassificationTask(config)  # with the file's preprocessing, whatever the config said
+        recorded_zca = distilled.metadata.get("zca")
         autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder,
                                        normalization=(config.data.mean, config.data.std))
-        data = self.prepare(autoencoder, device, progress=progress)  # the train cache is the autoencoder's
-        augment = DifferentiableAugment(config.augment) if config.evaluate.augment else None
+        data = task.prepare(autoencoder, device, progress=progress)  # the train cache is the autoencoder's
+        if recorded_zca is not None and recorded_zca.get("fingerprint") != data.zca.fingerprint:
+            notes.append(f"ZCA refitted on {config.data.root} (fingerprint {data.zca.fingerprint}; the distillation's: "
+                         f"{recorded_zca.get('fingerprint')})")
+        teacher = None
+        if evaluation.labels == "soft" and evaluation.random_real:
+            buffer = task.buffer_directory()
+            teacher = Teacher(f"mean logits of the experts of {buffer} at their last epoch", task.teacher(data, device))
+        augment = DifferentiableAugment(config.augment) if evaluation.augment else None
         resolved = config_to_dict(config)
-        real = ClassifierTraining(data.train.images, data.train.labels, len(data.classes), self.normalize().to(device),
+        real = ClassifierTraining(data.train.images, data.train.labels, len(data.classes), task.normalize(data).to(device),
                                   augment, config.seed, device, config.precision, config.compile)
         report = evaluate_classification(
             distilled.images, distilled.labels, real, data.train_rows, data.validation_rows, data.test.images,
-            data.test.labels, config.evaluate, progress=progress,
-            baselines=BaselineCache(data.train.directory / BASELINES_FILE if config.evaluate.reuse_baselines else None),
-            protocol_key={"data": resolved["data"], "augment": resolved["augment"], "augmented": config.evaluate.augment,
+            data.test.labels, evaluation, progress=progress,
+            baselines=BaselineCache(data.train.directory / BASELINES_FILE if evaluation.reuse_baselines else None),
+            protocol_key={"data": resolved["data"], "augment": resolved["augment"], "augmented": evaluation.augment,
                           "device": device.type, "fingerprint": data.train.meta.get("fingerprint")},
+            soft_labels=distilled.soft_labels if evaluation.labels == "soft" else None, teacher=teacher,
+            random_real_ipc=distilled.metadata.get("storage_ipc"),  # per byte: the real images of the same bytes
         )
-        evaluation = config.evaluate
-        return {
-            "dataset": distilled.metadata.get("dataset", Path(config.data.root).name),
-            "ipc": report.pop("ipc"),
-            "protocol": {
-                "nets": network_names(evaluation), "epochs": evaluation.epochs, "lr": evaluation.lr,
-                "momentum": evaluation.momentum, "weight_decay": evaluation.weight_decay,
+        protocol = {"nets": network_names(evaluation), "epochs": evaluation.epochs, "lr": evaluation.lr,
+                    "lr_source": "learned (from the file)" if config.evaluate.lr == "learned" else "config",
+                    "labels": evaluation.labels, "teacher": teacher.name if teacher is not None else None,
+                    "soft_label_loss": "soft cross-entropy to the soft labels (= KL up to a constant)"
+                    if evaluation.labels == "soft" else None,
+                    "zca": {"eps": data.zca.eps, "fingerprint": data.zca.fingerprint} if data.zca is not None else None}
+        return {"dataset": distilled.metadata.get("dataset", Path(config.data.root).name), "ipc": report.pop("ipc"),
+                "protocol": {**protocol, **self.protocol(evaluation, device)}, "storage": storage_per_class(source),
+                "notes": notes, **report}
+
+    def protocol(self, evaluation: EvaluateConfig, device: torch.device) -> dict:
+        """The training protocol every row of an evaluation shares, as its report records it."""
+        config = self.config
+        return {"momentum": evaluation.momentum, "weight_decay": evaluation.weight_decay,
                 "batch_size": evaluation.batch_size, "lr_schedule": "x0.1 at half",
                 "augment": config.augment.strategy if evaluation.augment else "none",
                 "precision": config.precision, "selection": "none: last epoch, tested once",
                 # runs of a row trained as one stacked model (networks with batch norm or dropout: one at a time)
                 "batched": use_batched(evaluation.batched, device), "compile": config.compile,
                 "test_split": config.data.test_split, "device": str(device),
-                "full_data_epochs": evaluation.full_epochs if evaluation.full_data else None,
-            },
-            **report,
-        }
+                "full_data_epochs": evaluation.full_epochs if evaluation.full_data else None}
 
     def table(self, report: dict) -> str:
-        return markdown_table(report)
+        lines = [markdown_table(report)]
+        storage = report.get("storage")
+        if storage and storage.get("image_bytes"):
+            lines.append(f"storage: {storage['mean_bytes_per_class']:.0f} bytes per class ({', '.join(storage['counted'])}), "
+                         f"{storage['image_equivalent']:.2f} uint8 images of {storage['image_bytes']} bytes")
+        lines += [f"note: {note}" for note in report.get("notes", [])]
+        return "\n".join(lines)

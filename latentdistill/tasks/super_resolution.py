@@ -39,6 +39,7 @@ from latentdistill.evaluate.super_resolution import (
     train_sr,
 )
 from latentdistill.export import DistilledSet, save_grid
+from latentdistill.storage import storage_per_class
 from latentdistill.io import atomic_save_file, check_writable, read_safetensors
 from latentdistill.runtime import resolve_device
 from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
@@ -179,6 +180,10 @@ class SuperResolutionTask:
         if self.config.distill.objective == "mtt":
             raise LatentDistillError("config key 'distill.objective': task sr has no expert buffers for 'mtt' (use gm or dm)")
         nets.build(self.sr.net, scale=self.sr.scale, task="sr", config_key="sr.net")
+        for key, value in (("data.zca", self.config.data.zca), ("distill.storage_ipc", self.config.distill.storage_ipc),
+                           ("distill.learn_labels", self.config.distill.learn_labels)):
+            if value:
+                raise LatentDistillError(f"config key '{key}' is for classification; task sr does not read it")
         if not self.sr.train or not self.sr.test:
             raise LatentDistillError(f"config key 'sr.{'train' if not self.sr.train else 'test'}' names no image folder")
         unknown = [name for name in self.sr.baselines if name not in BASELINES]
@@ -282,6 +287,7 @@ class SuperResolutionTask:
                          "optimizer": "Adam", "augment": "flips, 90-degree rotations" if sr.augment else "none",
                          "patch_size": sr.patch_size, "runs": sr.runs, "device": str(device),
                          "metrics": "PSNR/SSIM on Y (BT.601), border = scale, LR by PIL bicubic"},
+            "storage": storage_per_class(source),  # bytes per pseudo-class
             "minutes": round((time.perf_counter() - started) / 60, 2), "reused_baselines": reused,
             "results": {name: {test: summarize_sr(values) for test, values in per_test.items()}
                         for name, per_test in results.items()},
