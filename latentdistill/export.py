@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 def _is_names(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
@@ -184,8 +189,11 @@ _METADATA_TYPES = {
     "ipc": (_is_int, "an integer"),
     "seed": (_is_int, "an integer"),
     **{key: (lambda value: isinstance(value, dict), "a JSON object")
-       for key in ("autoencoder", "prior", "config", "versions", "learned", "evaluation", "zca")},
-    "storage_ipc": (_is_int, "an integer"),
+       for key in ("autoencoder", "prior", "config", "versions", "learned", "evaluation")},
+    "zca": (lambda value: value is None or (isinstance(value, dict) and _is_positive(value.get("eps"))
+                                            and isinstance(value.get("fingerprint"), str)),
+            'null or {"eps": a positive number, "fingerprint": a string}'),
+    "storage_ipc": (lambda value: _is_int(value) and value >= 1, "an integer of at least 1"),
 }
 
 
@@ -195,6 +203,10 @@ def _validate_metadata(metadata: dict, path: Path) -> None:
             got = json.dumps(metadata[key])
             got = got if len(got) <= 60 else got[:60] + " ..."
             raise LatentDistillError(f"{path}: metadata key '{key}' must be {expected}, got {got}")
+    learned = metadata.get("learned", {})
+    if "synthetic_lr" in learned and not _is_positive(learned["synthetic_lr"]):
+        raise LatentDistillError(f"{path}: metadata key 'learned.synthetic_lr' must be a positive number, "
+                                 f"got {json.dumps(learned['synthetic_lr'])}")
 
 
 def _validate(distilled: DistilledSet, path: Path) -> None:

@@ -55,9 +55,10 @@ def test_zca_whitens_and_is_kept_and_reused(tmp_path):
 def test_start_window_grows_from_the_easy_trajectories():
     window = StartWindow(0, 2, 6)
     assert window.bounds(0, 100) == (0, 2)
-    assert window.bounds(50, 100) == (0, 4)
-    assert window.bounds(99, 100) == (0, 5)
-    assert StartWindow(0, 2, 6, growth_iterations=10).bounds(10, 100) == (0, 6)
+    assert window.bounds(49, 100) == (0, 4)
+    assert window.bounds(99, 100) == (0, 6)  # the last start epoch the buffer check allows is drawn
+    assert StartWindow(0, 2, 6, growth_iterations=10).bounds(9, 100) == (0, 6)
+    assert StartWindow(0, 2, 6, growth_iterations=10).bounds(4, 100) == (0, 4)
     assert StartWindow(1, 1).bounds(5, 10) == (1, 2)  # an empty window starts at its low end
     assert StartWindow(0, 2, 6).last_start == 5 and StartWindow(0, 0).last_start == 0
 

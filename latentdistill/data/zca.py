@@ -18,6 +18,8 @@ import torch
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, read_safetensors
 
+MAX_DIMENSION = 3 * 64 * 64  # a float64 covariance of 1.2 GB; beyond, whitening is not what the field does
+
 
 @dataclass
 class ZCA:
@@ -36,14 +38,18 @@ class ZCA:
 def fit_zca(images: torch.Tensor, normalize, eps: float, batch_size: int = 2000) -> ZCA:
     """Fit on uint8 images (N, 3, H, W) after ``normalize`` (per-channel mean/std), in float64 sums."""
     if len(images) < 2:
-        raise LatentDistillError(f"ZCA needs at least 2 training images, got {len(images)}")
+        raise LatentDistillError(f"config key 'data.zca': ZCA needs at least 2 training images, got {len(images)}")
     dimension = images[0].numel()
+    if dimension > MAX_DIMENSION:
+        raise LatentDistillError(f"config key 'data.zca': {tuple(images.shape[1:])} images have {dimension} values; ZCA's "
+                                 f"{dimension} x {dimension} covariance is refused above {MAX_DIMENSION} values (64 px RGB)")
     total = torch.zeros(dimension, dtype=torch.float64)
     products = torch.zeros(dimension, dimension, dtype=torch.float64)
     for start in range(0, len(images), batch_size):
         flat = normalize(images[start : start + batch_size].float() / 255).flatten(1)
-        total += flat.sum(0).double()
-        products += (flat.T @ flat).double()
+        flat = flat.double()
+        total += flat.sum(0)
+        products += flat.T @ flat
     count = len(images)
     mean = total / count
     covariance = (products - count * torch.outer(mean, mean)) / (count - 1)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from latentdistill import nets
@@ -197,21 +196,15 @@ def _train_group(experts: list[_Expert], training: ClassifierTraining, directory
     bar.close()
 
 
-@torch.no_grad()
-def expert_logits(buffer: ExpertBuffer, net: nn.Module, inputs: torch.Tensor, epoch: int = -1,
-                  batch_size: int = 500) -> torch.Tensor:
-    """The mean logits of the buffer's experts at ``epoch`` (default: their last) on network inputs (already
-    normalised), ``net`` giving the architecture: the teacher that starts DATM's soft labels and labels the
-    random real images of a soft-label evaluation."""
+def expert_weights(buffer: ExpertBuffer, net: nn.Module, epoch: int = -1) -> list[dict[str, torch.Tensor]]:
+    """Each expert's parameters at ``epoch`` (default: its last) as ``functional_call`` weights for ``net``'s
+    architecture, each trajectory read once."""
     layout = parameter_layout(net)
     size = sum(torch.Size(shape).numel() for _, shape in layout)
-    net.eval()
-    total = None
+    weights = []
     for index in range(len(buffer.files)):
         trajectory = buffer.trajectory(index)
         if trajectory.shape[1] != size:
-            raise LatentDistillError(f"expert buffer {buffer.directory} was trained on another network than this one")
-        weights = unflatten(trajectory[epoch].to(inputs.device), layout)
-        logits = torch.cat([functional_call(net, weights, (part,)).float() for part in inputs.split(batch_size)])
-        total = logits if total is None else total + logits
-    return total / len(buffer.files)
+            raise LatentDistillError(f"expert buffer {buffer.directory} was trained on another network than distill.net")
+        weights.append(unflatten(trajectory[epoch].clone(), layout))
+    return weights

@@ -54,7 +54,9 @@ def student_steps(net, layout, parameters: torch.Tensor, images: torch.Tensor, l
 class StartWindow:
     """The expert epochs a student may start from: ``[low, upper)``, the upper bound growing linearly from
     ``high`` to ``final_high`` over the first ``growth_iterations`` iterations (0: the whole run; ``final_high``
-    0: no growth). A window whose upper bound is not above ``low`` starts at ``low``."""
+    0: no growth), reaching ``final_high`` at the last of them, as DATM's schedule (integer steps: a window
+    that grows by one epoch over the whole run opens that epoch only at its end). A window whose upper bound is
+    not above ``low`` starts at ``low``."""
 
     low: int
     high: int
@@ -65,7 +67,7 @@ class StartWindow:
         high = self.high
         if self.final_high > self.high:
             span = self.growth_iterations or iterations
-            high = min(self.final_high, self.high + (self.final_high - self.high) * iteration // max(1, span))
+            high = min(self.final_high, self.high + (self.final_high - self.high) * (iteration + 1) // max(1, span))
         return self.low, max(high, self.low + 1)
 
     @property
@@ -152,6 +154,15 @@ def build_trajectory_matching(setup: ObjectiveSetup) -> TrajectoryMatching:
         if buffer.meta.get(key) != wanted:
             raise LatentDistillError(f"expert buffer {buffer.directory} was trained with another {key} "
                                      f"({buffer.meta.get(key)!r}, this run: {wanted!r})")
+    if settings.max_start_epoch and settings.min_start_epoch >= settings.max_start_epoch:
+        raise LatentDistillError(f"config key 'distill.min_start_epoch' ({settings.min_start_epoch}) must be below "
+                                 f"'distill.max_start_epoch' ({settings.max_start_epoch}): the window would be empty")
+    if 0 < settings.max_start_epoch_final <= settings.max_start_epoch:
+        raise LatentDistillError(f"config key 'distill.max_start_epoch_final' ({settings.max_start_epoch_final}) must "
+                                 f"exceed 'distill.max_start_epoch' ({settings.max_start_epoch}), or be 0 (a fixed window)")
+    if settings.window_iterations and not settings.max_start_epoch_final:
+        raise LatentDistillError("config key 'distill.window_iterations' is set but the window does not grow "
+                                 "(set distill.max_start_epoch_final)")
     window = StartWindow(settings.min_start_epoch, settings.max_start_epoch, settings.max_start_epoch_final,
                          settings.window_iterations)
     return TrajectoryMatching(setup.augment, setup.criterion, buffer, setup.precision, settings.syn_steps,

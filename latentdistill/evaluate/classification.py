@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -31,11 +31,12 @@ from latentdistill.runtime import Normalize, autocast, use_batched
 
 @dataclass
 class Teacher:
-    """The network that labels real images for a soft-label row: ``logits`` maps uint8 images to logits, and
-    ``name`` says what it is (in the report and in the baseline cache's key)."""
+    """The network that labels real images for a soft-label row: ``logits`` maps uint8 images to logits, ``name``
+    says what it is (in the report) and ``key`` identifies it exactly (in the baseline cache's key)."""
 
     name: str
     logits: Callable[[torch.Tensor], torch.Tensor]
+    key: str = ""
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         return self.logits(images).softmax(dim=1)
@@ -210,14 +211,14 @@ def evaluate_classification(
         epochs = config.full_epochs if name == "full" else config.epochs
         for run in range(config.runs):
             run_seed = seed * 1000 + run
-            if name != "distilled":
+            if not name.startswith("distilled"):  # baselines only: a distilled row belongs to its file
                 protocol = {k: v for k, v in dataclasses.asdict(config).items()
                             if k in ("lr", "momentum", "weight_decay", "batch_size", "test_batch")}
                 protocol["epochs"] = epochs
                 subset_ipc = real_ipc if name.startswith("random_real") else None
                 key = [name, augmented, net, subset_ipc, run_seed, protocol, precision, protocol_key or {}]
                 if name == "random_real_soft":
-                    key.append(teacher.name)
+                    key.append(teacher.key or teacher.name)
                 cache_keys[run] = json.dumps(key, sort_keys=True)
                 cached = baselines.get(cache_keys[run])
                 if cached is not None:

@@ -16,9 +16,12 @@ def file_protocol(distilled: DistilledSet, source: Path, config: RunConfig) -> t
     the learned student lr under ``evaluate.lr: learned``. Refuses soft rows for a file without soft labels."""
     notes = []
     recorded_zca = distilled.metadata.get("zca")
-    if recorded_zca is not None and (not config.data.zca or config.data.zca_eps != recorded_zca.get("eps")):
+    if recorded_zca is not None and (not config.data.zca or config.data.zca_eps != recorded_zca["eps"]):
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, zca=True, zca_eps=recorded_zca["eps"]))
         notes.append(f"ZCA (eps {recorded_zca['eps']}) applied as {source} records it, whatever data.zca says")
+    elif "zca" in distilled.metadata and recorded_zca is None and config.data.zca:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, zca=False))
+        notes.append(f"no ZCA: {source} was distilled without it, whatever data.zca says")
     evaluation = config.evaluate
     if evaluation.lr == "learned":
         learned = distilled.metadata.get("learned", {}).get("synthetic_lr")

@@ -9,7 +9,6 @@ on random real subsets of the same size, and tests them once.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +25,15 @@ from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.loop import MatchingProblem
 from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
-from latentdistill.distill.soft_labels import correctly_classified, expert_teacher
+from latentdistill.distill.soft_labels import ExpertTeacher, correctly_classified, expert_teacher
 from latentdistill.distill.synthetic import INITIALISATIONS, initial_synthetic_set
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.classification import Teacher, evaluate_classification, markdown_table, network_names
 from latentdistill.evaluate.protocol import file_protocol
 from latentdistill.export import DistilledSet, save_grid
-from latentdistill.storage import latents_in_storage, storage_per_class
 from latentdistill.runtime import Normalize, resolve_device, use_batched
+from latentdistill.storage import latents_in_storage, storage_per_class
 from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
 
 # Baseline accuracies (random real, full data) kept beside the train latent cache and reused.
@@ -130,6 +129,9 @@ class ClassificationTask:
         if settings.learn_labels and settings.objective != "mtt":
             raise LatentDistillError(f"config key 'distill.learn_labels' needs objective mtt (a student that trains on the "
                                      f"labels), not '{settings.objective}'")
+        if settings.storage_ipc and self.config.prior.name != "vae":
+            raise LatentDistillError(f"config key 'distill.storage_ipc' counts latents and soft labels only; prior "
+                                     f"'{self.config.prior.name}' adds conditioning per image (use prior vae)")
         if settings.learn_labels and settings.init not in ("random_real", "kmeans"):
             raise LatentDistillError(f"config key 'distill.learn_labels' needs distill.init random_real or kmeans (a real "
                                      f"image to label), not '{settings.init}'")
@@ -163,7 +165,8 @@ class ClassificationTask:
         rows = data.train_rows
         if settings.learn_labels:  # DATM: start only from images the teacher classifies correctly
             teacher = self.teacher(data, device)
-            rows = correctly_classified(teacher, data.train.images, data.train.labels, rows, max(100, 20 * self.ipc(data)),
+            ipc = self.ipc(data)
+            rows = correctly_classified(teacher, data.train.images, data.train.labels, rows, max(100, 20 * ipc), ipc,
                                         config.seed)
         start = initial_synthetic_set(data.train.latents, data.train.labels, rows, num_classes, self.ipc(data),
                                       settings.init, config.seed)
@@ -188,7 +191,7 @@ class ClassificationTask:
         label_values = len(data.classes) if settings.learn_labels else 0
         return latents_in_storage(settings.storage_ipc, tuple(data.train.images.shape[1:]), latent_shape, label_values)
 
-    def teacher(self, data: PreparedData, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    def teacher(self, data: PreparedData, device: torch.device) -> ExpertTeacher:
         """uint8 images -> logits of the experts of ``buffer.dir`` (their mean at the last epoch), with this run's
         normalisation and ZCA: DATM's label initialiser, and the soft-label evaluation's teacher."""
         settings = self.config.distill
@@ -201,6 +204,7 @@ class ClassificationTask:
         settings = self.config.distill
         expects = {"net": settings.net, "width": settings.net_width, "depth": settings.net_depth,
                    "resolution": self.config.data.resolution, "zca": self.config.data.zca_eps if self.config.data.zca else None}
+        settings = dataclasses.replace(settings, ipc=self.ipc(data))  # DC's loop lengths follow the latents per class
         return ObjectiveSetup(settings, DifferentiableAugment(self.config.augment), CrossEntropy(), self.config.precision,
                               self.buffer_directory(), expects)
 
@@ -209,8 +213,8 @@ class ClassificationTask:
 
     def export_metadata(self, data: PreparedData) -> dict:
         metadata = {"dataset": Path(self.config.data.root).resolve().name, "classes": data.classes, "ipc": self.ipc(data)}
-        if data.zca is not None:  # evaluation applies what the set was distilled for, whatever its config says
-            metadata["zca"] = {"eps": data.zca.eps, "fingerprint": data.zca.fingerprint}
+        # evaluation applies what the set was distilled for (whitened or not), whatever its config says
+        metadata["zca"] = {"eps": data.zca.eps, "fingerprint": data.zca.fingerprint} if data.zca is not None else None
         if self.config.distill.storage_ipc:
             metadata["storage_ipc"] = self.config.distill.storage_ipc
         return metadata
@@ -264,8 +268,8 @@ class ClassificationTask:
                          f"{recorded_zca.get('fingerprint')})")
         teacher = None
         if evaluation.labels == "soft" and evaluation.random_real:
-            buffer = task.buffer_directory()
-            teacher = Teacher(f"mean logits of the experts of {buffer} at their last epoch", task.teacher(data, device))
+            expert = task.teacher(data, device)
+            teacher = Teacher(expert.name, expert, expert.key)
         augment = DifferentiableAugment(config.augment) if evaluation.augment else None
         resolved = config_to_dict(config)
         real = ClassifierTraining(data.train.images, data.train.labels, len(data.classes), task.normalize(data).to(device),

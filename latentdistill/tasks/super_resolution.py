@@ -39,9 +39,9 @@ from latentdistill.evaluate.super_resolution import (
     train_sr,
 )
 from latentdistill.export import DistilledSet, save_grid
-from latentdistill.storage import storage_per_class
 from latentdistill.io import atomic_save_file, check_writable, read_safetensors
 from latentdistill.runtime import resolve_device
+from latentdistill.storage import storage_per_class
 from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
 
 
@@ -181,7 +181,9 @@ class SuperResolutionTask:
             raise LatentDistillError("config key 'distill.objective': task sr has no expert buffers for 'mtt' (use gm or dm)")
         nets.build(self.sr.net, scale=self.sr.scale, task="sr", config_key="sr.net")
         for key, value in (("data.zca", self.config.data.zca), ("distill.storage_ipc", self.config.distill.storage_ipc),
-                           ("distill.learn_labels", self.config.distill.learn_labels)):
+                           ("distill.learn_labels", self.config.distill.learn_labels),
+                           ("evaluate.labels", self.config.evaluate.labels == "soft"),
+                           ("evaluate.lr", self.config.evaluate.lr == "learned")):
             if value:
                 raise LatentDistillError(f"config key '{key}' is for classification; task sr does not read it")
         if not self.sr.train or not self.sr.test:
