@@ -232,3 +232,37 @@ def test_learned_labels_need_trajectory_matching(datm_base, tmp_path, capsys):
     with pytest.raises(LatentDistillError) as error:
         workflows.run_distill(config, progress=False)
     assert "distill.init" in one_line(error)
+
+
+def test_metadata_of_the_new_keys_is_checked(tmp_path):
+    base = {"format_version": 1, "task": "classification", "classes": ["a", "b"]}
+    latents, labels = torch.randn(2, 4, 2, 2), torch.tensor([0, 1])
+    for key, value in (("zca", {"eps": 0}), ("zca", {"eps": "0.1", "fingerprint": "x"}), ("zca", [0.1]),
+                       ("learned", {"synthetic_lr": -0.01}), ("storage_ipc", 0), ("storage_ipc", "1")):
+        with pytest.raises(LatentDistillError) as error:
+            write_distilled(tmp_path / "bad.safetensors", DistilledSet(latents, labels, metadata={**base, key: value}))
+        assert key in one_line(error)
+    assert not (tmp_path / "bad.safetensors").exists()
+    write_distilled(tmp_path / "none.safetensors", DistilledSet(latents, labels, metadata={**base, "zca": None}))
+
+
+@pytest.mark.parametrize("setting, key", [
+    (["distill.min_start_epoch=1", "distill.max_start_epoch=1", "distill.max_start_epoch_final=0"], "min_start_epoch"),
+    (["distill.max_start_epoch_final=1"], "max_start_epoch_final"),
+    (["distill.max_start_epoch_final=0", "distill.window_iterations=5"], "window_iterations"),
+])
+def test_window_settings_that_mean_nothing_are_refused(datm_base, tmp_path, setting, key):
+    config = load_config(None, datm_overrides(datm_base, tmp_path / "run") + setting)
+    with pytest.raises(LatentDistillError) as error:
+        workflows.run_distill(config, progress=False)
+    assert f"distill.{key}" in one_line(error)
+    assert not (tmp_path / "run" / "distilled.safetensors").exists()
+
+
+def test_a_set_distilled_without_zca_is_evaluated_without_it(datm_base, tmp_path):
+    output = workflows.run_distill(load_config(None, tiny_overrides(datm_base, tmp_path / "plain", ipc=1, iterations=1)),
+                                   progress=False)
+    assert read_distilled(output).metadata["zca"] is None
+    config = load_config(None, tiny_overrides(datm_base, tmp_path / "plain") + ["data.zca=true"])
+    report = workflows.run_evaluate(output, config, RunFolder(tmp_path / "evaluation"), progress=False)
+    assert report["protocol"]["zca"] is None and any("without it" in note for note in report["notes"])

@@ -15,7 +15,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -29,17 +29,15 @@ from latentdistill.nets.stacked import StackedNetworks, can_stack
 from latentdistill.runtime import Normalize, autocast, use_batched
 
 
-@dataclass
-class Teacher:
-    """The network that labels real images for a soft-label row: ``logits`` maps uint8 images to logits, ``name``
-    says what it is (in the report) and ``key`` identifies it exactly (in the baseline cache's key)."""
+class Teacher(Protocol):
+    """What labels real images for a soft-label row: called on uint8 images, it returns logits; ``name`` says
+    what it is (in the report) and ``key`` identifies it exactly (in the baseline cache's key). The expert
+    buffer's ``distill.soft_labels.ExpertTeacher`` is one."""
 
     name: str
-    logits: Callable[[torch.Tensor], torch.Tensor]
-    key: str = ""
+    key: str
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images).softmax(dim=1)
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
 def train_classifier(
@@ -218,7 +216,7 @@ def evaluate_classification(
                 subset_ipc = real_ipc if name.startswith("random_real") else None
                 key = [name, augmented, net, subset_ipc, run_seed, protocol, precision, protocol_key or {}]
                 if name == "random_real_soft":
-                    key.append(teacher.key or teacher.name)
+                    key.append(teacher.key)
                 cache_keys[run] = json.dumps(key, sort_keys=True)
                 cached = baselines.get(cache_keys[run])
                 if cached is not None:
@@ -233,7 +231,7 @@ def evaluate_classification(
                 chosen = random_real_subset(train_labels, train_rows, real_ipc, seed=run_seed)
                 images, labels = train_images[chosen], train_labels[chosen]
                 if name == "random_real_soft":
-                    labels = teacher.probabilities(images).cpu()
+                    labels = teacher(images).softmax(dim=1).cpu()
             else:
                 images, labels = train_images[train_rows], train_labels[train_rows]
             trainings[run] = dataclasses.replace(real, images=images, labels=labels, seed=run_seed,

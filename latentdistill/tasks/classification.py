@@ -29,7 +29,7 @@ from latentdistill.distill.soft_labels import ExpertTeacher, correctly_classifie
 from latentdistill.distill.synthetic import INITIALISATIONS, initial_synthetic_set
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.baselines import BaselineCache
-from latentdistill.evaluate.classification import Teacher, evaluate_classification, markdown_table, network_names
+from latentdistill.evaluate.classification import evaluate_classification, markdown_table, network_names
 from latentdistill.evaluate.protocol import file_protocol
 from latentdistill.export import DistilledSet, save_grid
 from latentdistill.runtime import Normalize, resolve_device, use_batched
@@ -268,8 +268,7 @@ class ClassificationTask:
                          f"{recorded_zca.get('fingerprint')})")
         teacher = None
         if evaluation.labels == "soft" and evaluation.random_real:
-            expert = task.teacher(data, device)
-            teacher = Teacher(expert.name, expert, expert.key)
+            teacher = task.teacher(data, device)
         augment = DifferentiableAugment(config.augment) if evaluation.augment else None
         resolved = config_to_dict(config)
         real = ClassifierTraining(data.train.images, data.train.labels, len(data.classes), task.normalize(data).to(device),
