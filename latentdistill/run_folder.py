@@ -38,7 +38,7 @@ from latentdistill.io import atomic_write_text
 # What a resumed distillation must share with the saved run (dotted keys); the run may be extended.
 DISTILL_FIXED = ("seed", "task", "imports", "data", "autoencoder", "prior", "augment", "distill", "buffer",
                  "precision", "sr")
-DISTILL_MAY_CHANGE = ("distill.iterations", "distill.checkpoint_every", "sr.runs", "sr.baselines", "sr.test")
+DISTILL_MAY_CHANGE = ("distill.iterations", "distill.checkpoint_every", "distill.snapshot_every", "sr.runs", "sr.baselines", "sr.test")
 
 
 def changed_key(saved: dict, wanted: dict, fixed: Iterable[str], may_change: Iterable[str] = (), prefix: str = "") -> str | None:
@@ -123,6 +123,10 @@ class RunFolder:
     @property
     def distilled(self) -> Path:
         return self.path / self.DISTILLED
+
+    def snapshot(self, iteration: int) -> Path:
+        """The set exported at ``iteration`` (``distill.snapshot_every``)."""
+        return self.path / "snapshots" / f"iteration-{iteration:06d}.safetensors"
 
     @property
     def grid(self) -> Path:

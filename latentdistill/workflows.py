@@ -20,15 +20,9 @@ from latentdistill.distill.buffer import train_experts
 from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.loop import distill
 from latentdistill.distill.objective import build_objective
-from latentdistill.distill.synthetic import ImageGenerator
+from latentdistill.distill.synthetic import ImageGenerator, SyntheticSet
 from latentdistill.errors import LatentDistillError
-from latentdistill.export import (
-    FORMAT_VERSION,
-    DistilledSet,
-    package_versions,
-    read_distilled,
-    write_distilled,
-)
+from latentdistill.export import FORMAT_VERSION, DistilledSet, package_versions, read_distilled, write_distilled
 from latentdistill.priors import PRIORS, build_prior
 from latentdistill.registry import import_user_modules
 from latentdistill.run_folder import DISTILL_FIXED, DISTILL_MAY_CHANGE, RunFolder, changed_key, describe_change
@@ -85,9 +79,8 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
         if processes.is_main:
             folder.write_config(resolved)
         generator = ImageGenerator(autoencoder, prior)
-        synthetic = distill(problem, objective, config.distill, generator, folder, resolved, config.seed, device,
-                            processes, resume=resume, progress=progress)
-        if processes.is_main:
+
+        def export(synthetic: SyntheticSet, iterations: int, path: Path):
             # a storage-matched set stores fp16, as counted, and its images are decoded from what is stored
             latents = synthetic.latents.half() if config.distill.storage_ipc else synthetic.latents
             soft_labels = None if synthetic.label_logits is None else synthetic.label_logits.softmax(dim=1).to(latents.dtype)
@@ -95,14 +88,19 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
             metadata = {
                 "format_version": FORMAT_VERSION, "task": task.name, **task.export_metadata(data),
                 "autoencoder": autoencoder.spec(), "prior": prior.spec(), "config": resolved, "seed": config.seed,
-                "versions": package_versions(), "distill_iterations": config.distill.iterations,
+                "versions": package_versions(), "distill_iterations": iterations,
                 "distill_minutes": round(folder.distill_minutes(), 2), "device": str(device), "processes": processes.count,
+                # e.g. MTT's learned student learning rate
+                **({"learned": {k: float(v) for k, v in synthetic.learned.items()}} if synthetic.learned else {}),
             }
-            if synthetic.learned:  # e.g. MTT's learned student learning rate
-                metadata["learned"] = {name: float(value) for name, value in synthetic.learned.items()}
-            write_distilled(folder.distilled, DistilledSet(latents, synthetic.labels, images, synthetic.embeddings, metadata,
-                                                           soft_labels))
-            task.save_grid(images, synthetic.labels, folder.grid)
+            write_distilled(path, DistilledSet(latents, synthetic.labels, images, synthetic.embeddings, metadata, soft_labels))
+            return images
+
+        synthetic = distill(problem, objective, config.distill, generator, folder, resolved, config.seed, device,
+                            processes, resume=resume, progress=progress,
+                            on_snapshot=lambda done, current: export(current, done, folder.snapshot(done)))
+        if processes.is_main:
+            task.save_grid(export(synthetic, config.distill.iterations, folder.distilled), synthetic.labels, folder.grid)
     processes.wait()  # nobody reads the file before the main process has written it
     return folder.distilled
 

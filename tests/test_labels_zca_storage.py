@@ -266,3 +266,17 @@ def test_a_set_distilled_without_zca_is_evaluated_without_it(datm_base, tmp_path
     config = load_config(None, tiny_overrides(datm_base, tmp_path / "plain") + ["data.zca=true"])
     report = workflows.run_evaluate(output, config, RunFolder(tmp_path / "evaluation"), progress=False)
     assert report["protocol"]["zca"] is None and any("without it" in note for note in report["notes"])
+
+
+def test_snapshots_are_distilled_files_of_their_iteration(datm_base, tmp_path):
+    overrides = datm_overrides(datm_base, tmp_path / "run", iterations=4, snapshot_every=2, window_iterations=4)
+    output = workflows.run_distill(load_config(None, overrides), progress=False)
+    snapshots = sorted((tmp_path / "run" / "snapshots").iterdir())
+    assert [path.name for path in snapshots] == ["iteration-000002.safetensors"]  # the last one is the export itself
+    halfway = read_distilled(snapshots[0])
+    assert halfway.metadata["distill_iterations"] == 2 and halfway.soft_labels is not None
+    # the snapshot is the set after 2 iterations: what a 2-iteration run of the same config exports
+    two = workflows.run_distill(load_config(None, datm_overrides(datm_base, tmp_path / "two", iterations=2,
+                                                                 window_iterations=4)), progress=False)
+    assert torch.equal(read_distilled(two).latents, halfway.latents)
+    assert not torch.equal(read_distilled(output).latents, halfway.latents)

@@ -44,7 +44,7 @@ _MINIMUM = {
     "data.val_per_class": 0, "cache.shard_size": 1, "cache.batch_size": 1,
     "distill.ipc": 1, "distill.iterations": 0, "distill.real_batch": 1, "distill.outer_loop": 0,
     "distill.inner_loop": 0, "distill.syn_steps": 1, "distill.expert_epochs": 1, "distill.max_start_epoch": 0, "distill.min_start_epoch": 0,
-    "distill.max_start_epoch_final": 0, "distill.window_iterations": 0, "distill.storage_ipc": 0,
+    "distill.max_start_epoch_final": 0, "distill.window_iterations": 0, "distill.storage_ipc": 0, "distill.snapshot_every": 0,
     "distill.syn_batch": 0, "distill.syn_steps_per_recompute": 0, "buffer.experts": 1, "buffer.parallel": 1, "buffer.epochs": 1, "buffer.batch_size": 1, "distill.net_width": 0, "distill.net_depth": 0, "distill.inner_batch": 1, "distill.checkpoint_every": 1,
     "evaluate.runs": 1, "evaluate.epochs": 1, "evaluate.full_epochs": 1, "evaluate.batch_size": 1, "evaluate.test_batch": 1, "threads": 0,
     "prior.denoising_steps": 1, "prior.t_start": 0, "distill.decode_chunk": 0, "prior.steps_per_recompute": 0, "distill.embedding_lr": 0.0,

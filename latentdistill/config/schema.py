@@ -115,6 +115,9 @@ class DistillConfig:
     embedding_lr: float = 0.01
     momentum: float = 0.5
     checkpoint_every: int = 50
+    # Also export the set every this many iterations, as snapshots/iteration-NNNNNN.safetensors in output_dir (a
+    # distilled file each, for an accuracy-vs-iteration curve; judge them on validation data); 0: none.
+    snapshot_every: int = 0
     # Objective "mtt" (the expert buffer is buffer.dir): the student takes syn_steps steps on the synthetic
     # set from a random expert's epoch in [min_start_epoch, max_start_epoch) and should land expert_epochs later.
     syn_steps: int = 20

@@ -64,8 +64,12 @@ def distill(
     processes: Processes | None = None,
     resume: bool = False,
     progress: bool = True,
+    on_snapshot: Callable[[int, SyntheticSet], None] | None = None,
 ) -> SyntheticSet:
     """Optimise the synthetic latents; returns the final set (also left in the folder's checkpoint).
+
+    ``on_snapshot(iteration, set)`` is called (main process) every ``settings.snapshot_every`` iterations before
+    the last, for the accuracy-vs-iteration curve.
 
     Long on purpose: it is the whole loop (start or resume, the learnable tensors, one iteration, checkpoints,
     the divergence stop), read top to bottom as in accelerate's examples."""
@@ -162,6 +166,12 @@ def distill(
                 {name: tensor.detach() for name, tensor in extra.items()}, label_logits))
         last_saved = done
 
+    def current() -> SyntheticSet:
+        embeddings = None if synthetic_embeddings is None else synthetic_embeddings.detach().cpu()
+        learned = {name: tensor.detach().cpu() for name, tensor in extra.items()}
+        logits = None if label_logits is None else label_logits.detach().cpu()
+        return SyntheticSet(synthetic_latents.detach().cpu(), synthetic_labels.cpu(), embeddings, learned, logits)
+
     if processes.is_main:
         folder.truncate_log(start_iteration)
     bar = tqdm(range(start_iteration, settings.iterations), initial=start_iteration, total=settings.iterations,
@@ -185,10 +195,10 @@ def distill(
             folder.append_log(record)
         if done % settings.checkpoint_every == 0 or done == settings.iterations:
             write_checkpoint(done)
+        if on_snapshot and processes.is_main and settings.snapshot_every and done % settings.snapshot_every == 0 \
+                and done < settings.iterations:
+            on_snapshot(done, current())
     bar.close()
     if start_iteration >= settings.iterations:
         write_checkpoint(settings.iterations)
-    embeddings = None if synthetic_embeddings is None else synthetic_embeddings.detach().cpu()
-    learned = {name: tensor.detach().cpu() for name, tensor in extra.items()}
-    logits = None if label_logits is None else label_logits.detach().cpu()
-    return SyntheticSet(synthetic_latents.detach().cpu(), synthetic_labels.cpu(), embeddings, learned, logits)
+    return current()
