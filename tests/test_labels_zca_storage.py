@@ -47,6 +47,8 @@ def test_zca_whitens_and_is_kept_and_reused(tmp_path):
     assert path.stat().st_mtime_ns == stamp and torch.equal(again.matrix, first.matrix)
     other = load_or_fit_zca(path, images[:200], normalize, 0.1, {"rows": 2})
     assert not torch.equal(other.matrix, first.matrix)
+    path.write_bytes(path.read_bytes()[:100])  # a truncated cache file is fitted again, not an error
+    assert torch.equal(load_or_fit_zca(path, images[:200], normalize, 0.1, {"rows": 2}).matrix, other.matrix)
 
 
 # --- the start window ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ applied as ``(x - mean) W``: the regularised ZCA of kornia's ``ZCAWhitening`` (e
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +63,17 @@ def load_or_fit_zca(path: Path, images: torch.Tensor, normalize, eps: float, key
     """The ZCA kept at ``path`` when it was fitted with the same ``key`` (data, rows, normalisation, eps);
     otherwise fit it and keep it there (atomically), so every run on this cache shares one transform."""
     if path.is_file():
-        tensors, metadata = read_safetensors(path)
+        try:
+            tensors, metadata = read_safetensors(path)
+        except LatentDistillError:  # a damaged cache file only costs the fit again
+            tensors, metadata = {}, {}
         if metadata.get("key") == _key_text(key) and {"mean", "matrix"} <= set(tensors):
             return ZCA(tensors["mean"], tensors["matrix"], eps)
     zca = fit_zca(images, normalize, eps)
-    atomic_save_file({"mean": zca.mean, "matrix": zca.matrix}, path, metadata={"key": _key_text(key)})
+    try:
+        atomic_save_file({"mean": zca.mean, "matrix": zca.matrix}, path, metadata={"key": _key_text(key)})
+    except LatentDistillError as error:  # a read-only shared cache must not stop the run: the fit is only not kept
+        warnings.warn(f"ZCA not kept: {error}", stacklevel=2)
     return zca
 
 
