@@ -11,7 +11,7 @@ PACKAGE = REPO / "latentdistill"
 LAYERS = {
     "errors": 0, "registry": 0, "io": 0, "config": 0, "runtime": 0, "training_state": 0, "run_folder": 0,
     "nets": 1, "data": 1, "autoencoders": 2, "priors": 3, "distill": 4, "export": 5, "storage": 5, "evaluate": 6, "tasks": 7,
-    "workflows": 8, "launch": 8, "cli": 9, "__main__": 9, "__init__": 9, "pretrained": 2,
+    "workflows": 8, "launch": 8, "reports": 7, "cli": 9, "__main__": 9, "__init__": 9, "pretrained": 2,
 }
 
 
@@ -60,4 +60,4 @@ def test_modules_and_functions_stay_small():
                 if "Long on purpose" not in (ast.get_docstring(node) or ""):
                     too_long.append(f"{path.name}:{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not too_long, too_long
-    assert len((PACKAGE / "workflows.py").read_text().splitlines()) < 250
+    assert len((PACKAGE / "workflows" / "__init__.py").read_text().splitlines()) < 250
