@@ -76,6 +76,7 @@ class RunFolder:
     CHECKPOINT = "checkpoint.safetensors"
     DISTILLED = "distilled.safetensors"
     GRID = "grid.png"
+    START_GRID = "grid_start.png"  # the set before the first step
     REPORT = "report.json"
     LOCK = ".lock"
     SR_MODEL = "sr_model.safetensors"  # sr-train
@@ -131,6 +132,10 @@ class RunFolder:
     @property
     def grid(self) -> Path:
         return self.path / self.GRID
+
+    @property
+    def start_grid(self) -> Path:
+        return self.path / self.START_GRID
 
     @property
     def report(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -61,6 +62,30 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# Per-channel statistics by name: the values the field's code normalises each dataset with (DC/DM/MTT/DATM
+# for CIFAR; torchvision's for ImageNet), so ``data.mean``/``data.std`` and a set's ``--normalization`` name them.
+STATISTICS = {
+    "cifar10": ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
+    "cifar100": ([0.5071, 0.4866, 0.4409], [0.2673, 0.2564, 0.2762]),
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "unit": ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),  # no normalisation: images in [0, 1]
+}
+
+
+def named_statistics(text: str) -> tuple[list[float], list[float]]:
+    """``(mean, std)`` from a name in ``STATISTICS`` or ``MEAN/STD`` written as two comma lists."""
+    if text in STATISTICS:
+        return STATISTICS[text]
+    try:
+        mean, std = ([float(value) for value in part.split(",")] for part in text.split("/"))
+    except ValueError:
+        raise LatentDistillError(f"unknown normalisation '{text}' (known: {', '.join(STATISTICS)}, or MEAN/STD such as "
+                                 "0.5,0.5,0.5/0.5,0.5,0.5)") from None
+    if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise LatentDistillError(f"normalisation '{text}' needs 3 finite means and 3 positive stds")
+    return mean, std
 
 
 class Normalize(nn.Module):

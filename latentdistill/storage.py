@@ -47,10 +47,29 @@ def storage_per_class(path: str | Path) -> dict:
         classes = json.loads((file.metadata() or {}).get("classes", "[]"))
     if labels is None or labels.dim() != 1:
         raise LatentDistillError(f"{path} has no 'labels' tensor to count bytes per class")
+    return storage_of(sizes, labels, classes)
+
+
+def storage_of_tensors(tensors: dict[str, torch.Tensor], labels: torch.Tensor, classes: list[str],
+                       stored_dtypes: dict[str, str] | None = None) -> dict:
+    """``storage_per_class`` of tensors in memory (a set read from another format), each counted at the dtype
+    ``stored_dtypes`` names (as its source stored it) or its own."""
+    stored_dtypes = stored_dtypes or {}
+    sizes = {}
+    for name, tensor in tensors.items():
+        dtype = getattr(torch, stored_dtypes.get(name, ""), None) or tensor.dtype
+        sizes[name] = (torch.empty(0, dtype=dtype).element_size(), list(tensor.shape))
+    return storage_of(sizes, labels, classes)
+
+
+def storage_of(sizes: dict[str, tuple[int, list[int]]], labels: torch.Tensor, classes: list[str]) -> dict:
+    """The storage record from each tensor's (bytes per value, shape). A set without latents stores its
+    images: then they are what is counted."""
+    counted_names = COUNTED_TENSORS if "latents" in sizes else ("images", "soft_labels")
     counts = torch.bincount(labels.long(), minlength=len(classes))
     per_row = {name: size * math.prod(shape[1:]) for name, (size, shape) in sizes.items()
-               if name in ("latents", "labels", *COUNTED_TENSORS)}
-    counted = sum(size for name, size in per_row.items() if name in COUNTED_TENSORS)
+               if name in ("latents", "labels", *counted_names)}
+    counted = sum(size for name, size in per_row.items() if name in counted_names)
     names = classes if len(classes) == len(counts) else [str(c) for c in range(len(counts))]
     per_class = {names[c]: int(counts[c]) * counted for c in range(len(counts))}
     total_classes = max(1, len(counts))
@@ -59,8 +78,9 @@ def storage_per_class(path: str | Path) -> dict:
     image_bytes = math.prod(sizes["images"][1][1:]) if "images" in sizes else None
     return {"per_class": per_class, "parts": parts, "mean_bytes_per_class": round(mean, 2), "image_bytes": image_bytes,
             "image_equivalent": round(mean / image_bytes, 4) if image_bytes else None,
-            "counted": [name for name in COUNTED_TENSORS if name in per_row],
-            "not_counted": "hard labels, decoded images, the decoder's weights, learned scalars"}
+            "counted": [name for name in counted_names if name in per_row],
+            "not_counted": "hard labels, decoded images, the decoder's weights, learned scalars"
+            if "latents" in sizes else "hard labels, learned scalars"}
 
 
 def latents_in_storage(storage_ipc: int, image_shape: tuple[int, ...], latent_shape: tuple[int, ...],

@@ -273,8 +273,10 @@ def test_a_set_distilled_without_zca_is_evaluated_without_it(datm_base, tmp_path
 def test_snapshots_are_distilled_files_of_their_iteration(datm_base, tmp_path):
     overrides = datm_overrides(datm_base, tmp_path / "run", iterations=4, snapshot_every=2, window_iterations=4)
     output = workflows.run_distill(load_config(None, overrides), progress=False)
-    snapshots = sorted((tmp_path / "run" / "snapshots").iterdir())
+    snapshots = sorted((tmp_path / "run" / "snapshots").glob("*.safetensors"))
     assert [path.name for path in snapshots] == ["iteration-000002.safetensors"]  # the last one is the export itself
+    assert (tmp_path / "run" / "snapshots" / "iteration-000002.png").is_file()  # its grid, for the report page
+    assert (tmp_path / "run" / "grid_start.png").is_file() and (tmp_path / "run" / "report.html").is_file()
     halfway = read_distilled(snapshots[0])
     assert halfway.metadata["distill_iterations"] == 2 and halfway.soft_labels is not None
     # the snapshot is the set after 2 iterations: what a 2-iteration run of the same config exports

@@ -177,6 +177,8 @@ def distill(
     bar = tqdm(range(start_iteration, settings.iterations), initial=start_iteration, total=settings.iterations,
                desc=f"distill {settings.objective}", disable=not (progress and processes.is_main))
     iteration = start_iteration
+    if on_snapshot and processes.is_main and start_iteration == 0:
+        on_snapshot(0, current())  # the start, before any step
     for iteration in bar:
         started = time.perf_counter()
         stream = torch.Generator().manual_seed(iteration_seed(seed, iteration))

@@ -59,11 +59,13 @@ def train_classifiers(
     epochs: int | None = None,
     batched: bool = False,
     on_trained: Callable[[int, torch.nn.Module], None] | None = None,
+    net_kwargs: dict | None = None,
 ) -> list[torch.nn.Module]:
     """``train_classifier`` for each training: its own images, seed, data order and augmentation draws, one
     protocol. With ``batched``, all at once as one ``StackedNetworks`` where the network allows it (no batch
     norm or dropout) and the sets are the same size; otherwise one after another. ``on_trained(index, model)``
-    is called as each network finishes, so a caller keeps every finished result if it is interrupted."""
+    is called as each network finishes, so a caller keeps every finished result if it is interrupted.
+    ``net_kwargs`` (e.g. ``width``, ``depth``, ``norm``) go to the network's builder."""
     same = {(id(t.normalize), id(t.augment), t.precision, t.compile, t.device) for t in trainings}
     if len(same) > 1:
         raise ValueError("train_classifiers trains with one protocol: normalize, augment, precision, compile and "
@@ -73,7 +75,7 @@ def train_classifiers(
     for index, training in enumerate(trainings):  # each initialisation comes from its own seed, as when alone
         torch.manual_seed(training.seed)
         models.append(nets.build(net or config.net, num_classes=training.num_classes,
-                                 resolution=training.images.shape[-1]).to(training.device))
+                                 resolution=training.images.shape[-1], **(net_kwargs or {})).to(training.device))
         if not batched:
             _train_together(models[-1:], [training], config, epochs)
             if on_trained is not None:

@@ -16,28 +16,23 @@ import torch
 import torch.nn.functional as F
 
 from latentdistill import nets
-from latentdistill.autoencoders import load_autoencoder
-from latentdistill.config import EvaluateConfig, RunConfig, config_to_dict
+from latentdistill.config import EvaluateConfig, RunConfig
 from latentdistill.data.image_folder import ImageFolder, split_train_validation
 from latentdistill.data.latent_cache import LatentCache, encode_dataset
 from latentdistill.data.zca import ZCA, load_or_fit_zca
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.loop import MatchingProblem
 from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
 from latentdistill.distill.soft_labels import ExpertTeacher, correctly_classified, expert_teacher
 from latentdistill.distill.synthetic import INITIALISATIONS, initial_synthetic_set
 from latentdistill.errors import LatentDistillError
-from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.classification import evaluate_classification, markdown_table, network_names
-from latentdistill.evaluate.protocol import file_protocol
 from latentdistill.export import DistilledSet, save_grid
-from latentdistill.runtime import Normalize, resolve_device, use_batched
-from latentdistill.storage import latents_in_storage, storage_per_class
+from latentdistill.export.sets import set_storage
+from latentdistill.runtime import Normalize, use_batched
+from latentdistill.storage import latents_in_storage
 from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
-
-# Baseline accuracies (random real, full data) kept beside the train latent cache and reused.
-BASELINES_FILE = "baselines.json"
+from latentdistill.tasks.judging import BASELINES_FILE, prepare_judging  # noqa: F401 - BASELINES_FILE: where baselines live
 
 
 class CrossEntropy:
@@ -243,42 +238,15 @@ class ClassificationTask:
     # --- evaluation -------------------------------------------------------------------------------
 
     def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
-        config = self.config
-        device = resolve_device(config.device)
         self.check_evaluation_names()
-        # Compatibility first, before any cache is read or built: resolution, then the class names.
-        resolution = distilled.images.shape[-1]
-        if resolution != config.data.resolution:
-            raise LatentDistillError(f"{source} holds {resolution}px images; config key 'data.resolution' is "
-                                     f"{config.data.resolution}: set data.resolution={resolution}")
-        if not Path(config.data.root).is_dir():
-            raise LatentDistillError(f"config key 'data.root': dataset folder not found: {config.data.root}")
-        classes = list(ImageFolder.scan(config.data.root, config.data.train_split).classes)
-        if classes != distilled.classes:
-            raise LatentDistillError(f"{source} was distilled for classes {distilled.classes}, the dataset at "
-                                     f"{config.data.root} (config key 'data.root') has {classes}")
-        config, evaluation, notes = file_protocol(distilled, source, config)
-        task = ClassificationTask(config)  # with the file's preprocessing, whatever the config said
-        recorded_zca = distilled.metadata.get("zca")
-        autoencoder = load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder,
-                                       normalization=(config.data.mean, config.data.std))
-        data = task.prepare(autoencoder, device, progress=progress)  # the train cache is the autoencoder's
-        if recorded_zca is not None and recorded_zca.get("fingerprint") != data.zca.fingerprint:
-            notes.append(f"ZCA refitted on {config.data.root} (fingerprint {data.zca.fingerprint}; the distillation's: "
-                         f"{recorded_zca.get('fingerprint')})")
+        judging = prepare_judging(ClassificationTask, self.config, distilled, source, progress)
+        config, evaluation, task, data, device = judging.config, judging.evaluation, judging.task, judging.data, judging.device
         teacher = None
         if evaluation.labels == "soft" and evaluation.random_real:
             teacher = task.teacher(data, device)
-        augment = DifferentiableAugment(config.augment) if evaluation.augment else None
-        resolved = config_to_dict(config)
-        real = ClassifierTraining(data.train.images, data.train.labels, len(data.classes), task.normalize(data).to(device),
-                                  augment, config.seed, device, config.precision, config.compile)
         report = evaluate_classification(
-            distilled.images, distilled.labels, real, data.train_rows, data.validation_rows, data.test.images,
-            data.test.labels, evaluation, progress=progress,
-            baselines=BaselineCache(data.train.directory / BASELINES_FILE if evaluation.reuse_baselines else None),
-            protocol_key={"data": resolved["data"], "augment": resolved["augment"], "augmented": evaluation.augment,
-                          "device": device.type, "fingerprint": data.train.meta.get("fingerprint")},
+            judging.images, distilled.labels, judging.real, data.train_rows, data.validation_rows, data.test.images,
+            data.test.labels, evaluation, progress=progress, baselines=judging.baselines, protocol_key=judging.protocol_key,
             soft_labels=distilled.soft_labels if evaluation.labels == "soft" else None, teacher=teacher,
             random_real_ipc=distilled.metadata.get("storage_ipc"),  # per byte: the real images of the same bytes
         )
@@ -289,8 +257,8 @@ class ClassificationTask:
                     if evaluation.labels == "soft" else None,
                     "zca": {"eps": data.zca.eps, "fingerprint": data.zca.fingerprint} if data.zca is not None else None}
         return {"dataset": distilled.metadata.get("dataset", Path(config.data.root).name), "ipc": report.pop("ipc"),
-                "protocol": {**protocol, **self.protocol(evaluation, device)}, "storage": storage_per_class(source),
-                "notes": notes, **report}
+                "protocol": {**protocol, **self.protocol(evaluation, device)}, "storage": set_storage(distilled, source),
+                "notes": judging.notes, **report}
 
     def protocol(self, evaluation: EvaluateConfig, device: torch.device) -> dict:
         """The training protocol every row of an evaluation shares, as its report records it."""

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from latentdistill import nets
-from latentdistill.autoencoders import load_autoencoder
 from latentdistill.config import RunConfig, config_to_dict
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.buffer import train_experts
@@ -23,36 +22,27 @@ from latentdistill.distill.objective import build_objective
 from latentdistill.distill.synthetic import ImageGenerator, SyntheticSet
 from latentdistill.errors import LatentDistillError
 from latentdistill.export import FORMAT_VERSION, DistilledSet, package_versions, read_distilled, write_distilled
+from latentdistill.export.folders import export_set
+from latentdistill.export.sets import SetSource
 from latentdistill.priors import PRIORS, build_prior
-from latentdistill.registry import import_user_modules
+from latentdistill.reports.html import write_html_report
 from latentdistill.run_folder import DISTILL_FIXED, DISTILL_MAY_CHANGE, RunFolder, changed_key, describe_change
-from latentdistill.runtime import Processes, cpu_emulates_bf16, resolve_device, set_threads
+from latentdistill.runtime import Processes, resolve_device
 from latentdistill.tasks import build_task
 from latentdistill.tasks.classification import ClassificationTask
-
-
-def _setup(config: RunConfig) -> None:
-    set_threads(config.threads)
-    import_user_modules(config.imports)
-    if config.precision == "bf16" and resolve_device(config.device).type == "cpu" and cpu_emulates_bf16():
-        print("note: this CPU has no native bf16 (AVX512-BF16): precision=bf16 is emulated and much slower here "
-              "than precision=fp32", file=sys.stderr)
-
-
-def _autoencoder(config: RunConfig):
-    return load_autoencoder(config.autoencoder.name_or_path, config.autoencoder.kind, config.autoencoder.subfolder,
-                            normalization=(config.data.mean, config.data.std))
+from latentdistill.workflows.common import autoencoder_of, read_any_set, setup
+from latentdistill.workflows.super_resolution import run_sr_eval, run_sr_train  # noqa: F401 - verbs of this module
 
 
 def run_encode(config: RunConfig, progress: bool = True):
     """Build (or reuse, or resume) the task's cached data; returns it (``build_task(config).summary`` says what it is)."""
-    _setup(config)
-    return build_task(config).prepare(_autoencoder(config), resolve_device(config.device), progress=progress)
+    setup(config)
+    return build_task(config).prepare(autoencoder_of(config), resolve_device(config.device), progress=progress)
 
 
 def run_distill(config: RunConfig, resume: bool = False, processes: Processes | None = None, progress: bool = True) -> Path:
     """Distill into ``output_dir``; export ``distilled.safetensors`` and ``grid.png`` there."""
-    _setup(config)
+    setup(config)
     processes = processes or Processes()
     task = build_task(config)
     task.check_names()
@@ -66,7 +56,7 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
     with folder.lock() if processes.is_main else contextlib.nullcontext():
         if processes.is_main:
             folder.check_distill(resolved, resume)
-        autoencoder = _autoencoder(config)
+        autoencoder = autoencoder_of(config)
         with processes.main_first():  # the main process builds (or checks) the caches before the others read them
             data = task.prepare(autoencoder, device, progress=progress and processes.is_main)
         classes = task.classes(data)
@@ -96,13 +86,26 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
             write_distilled(path, DistilledSet(latents, synthetic.labels, images, synthetic.embeddings, metadata, soft_labels))
             return images
 
+        def snapshot(done: int, current: SyntheticSet) -> None:  # the start's grid; every distill.snapshot_every
+            images = export(current, done, folder.snapshot(done)) if done else generator.images(
+                current.latents.float(), current.embeddings, device, task.export_batch)
+            task.save_grid(images, current.labels, folder.snapshot(done).with_suffix(".png") if done else folder.start_grid)
+
         synthetic = distill(problem, objective, config.distill, generator, folder, resolved, config.seed, device,
-                            processes, resume=resume, progress=progress,
-                            on_snapshot=lambda done, current: export(current, done, folder.snapshot(done)))
+                            processes, resume=resume, progress=progress, on_snapshot=snapshot)
         if processes.is_main:
             task.save_grid(export(synthetic, config.distill.iterations, folder.distilled), synthetic.labels, folder.grid)
+            write_report_page(folder)
     processes.wait()  # nobody reads the file before the main process has written it
     return folder.distilled
+
+
+def write_report_page(folder: RunFolder) -> None:
+    """``report.html`` beside the results; a page that cannot be made is a warning, never a lost result."""
+    try:
+        write_html_report(folder.path)
+    except (LatentDistillError, OSError) as error:
+        print(f"warning: {folder.path / 'report.html'} not written: {error}", file=sys.stderr)
 
 
 def distilled_but_not_evaluated(config: RunConfig) -> bool:
@@ -121,16 +124,17 @@ def distilled_but_not_evaluated(config: RunConfig) -> bool:
 
 
 def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder | None = None, processes: Processes | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, source: SetSource | None = None) -> dict:
     """Train fresh networks on a distilled file; print the table and write ``report.json`` into ``folder``
     (None: a fresh ``evaluation-N`` folder beside the file, made just before the work).
 
     The file is only read. Every path (data, cache, weights) comes from ``config``; the file's metadata
-    only has to agree with it (task, classes, resolution)."""
-    _setup(config)
+    only has to agree with it (task, classes, resolution). ``source`` reads a set another method made
+    (``export.sets``: an ImageFolder, an image safetensors file, MTT's tensors)."""
+    setup(config)
     processes = processes or Processes()
     path = Path(path)
-    distilled = read_distilled(path)
+    distilled = read_any_set(path, config, source)
     if distilled.images is None:
         raise LatentDistillError(f"{path} holds no decoded images to train on")
     if distilled.metadata["task"] != config.task:
@@ -151,19 +155,20 @@ def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder | None =
         folder.write_report(json.dumps(report, indent=2))
         if not folder.config.exists():
             folder.write_config(config_to_dict(config))
+        write_report_page(folder)
     return report
 
 
 def run_buffer(config: RunConfig, progress: bool = True) -> Path:
     """Train the expert trajectories that objective ``mtt`` matches (kept, resumed and reused in buffer.dir)."""
-    _setup(config)
+    setup(config)
     task = build_task(config)
     if not isinstance(task, ClassificationTask):
         raise LatentDistillError(f"config key 'task': expert buffers are trained for classification, not '{config.task}'")
     device = resolve_device(config.device)
     nets.build(config.distill.net, num_classes=2, resolution=config.data.resolution, task="classification",
                config_key="distill.net")
-    data = task.prepare(_autoencoder(config), device, progress=progress)
+    data = task.prepare(autoencoder_of(config), device, progress=progress)
     augment = DifferentiableAugment(config.augment) if config.buffer.augment else None
     rows, directory = data.train_rows, task.buffer_directory()
     training = ClassifierTraining(data.train.images[rows], data.train.labels[rows], len(data.classes),
@@ -179,7 +184,7 @@ def run_train_prior(config: RunConfig, resume: bool = False, progress: bool = Tr
     """Train a class-conditional latent diffusion prior on the dataset's latent cache (built if missing)."""
     from latentdistill.priors.training import check_prior_folder, train_prior
 
-    _setup(config)
+    setup(config)
     task = build_task(config)
     if not isinstance(task, ClassificationTask):
         raise LatentDistillError(f"config key 'task': a prior is trained on class-labelled latents, not for '{config.task}'")
@@ -187,7 +192,7 @@ def run_train_prior(config: RunConfig, resume: bool = False, progress: bool = Tr
     check_prior_folder(folder, resolved, resume)
     with folder.lock():
         device = resolve_device(config.device)
-        autoencoder = _autoencoder(config)
+        autoencoder = autoencoder_of(config)
         data = task.prepare(autoencoder, device, progress=progress)
         if data.train.latents is None:
             raise LatentDistillError(f"latent cache {data.train.directory} holds no latents")
@@ -196,52 +201,14 @@ def run_train_prior(config: RunConfig, resume: bool = False, progress: bool = Tr
                            device, resume=resume, progress=progress)
 
 
-def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress: bool = True) -> Path:
-    """Train ``sr.net`` on the ``sr.train`` folders' patches, or on a distilled file's; save the model to
-    ``output_dir/sr_model.safetensors`` and print PSNR/SSIM on ``sr.test``."""
-    from latentdistill.evaluate.super_resolution import evaluate_sr, make_lr_patches, save_sr_model, train_sr
-    from latentdistill.tasks.super_resolution import SuperResolutionTask
-
-    _setup(config)
-    task, device = SuperResolutionTask(config), resolve_device(config.device)
-    folder = RunFolder(config.output_dir)
-    output = folder.path / RunFolder.SR_MODEL
-
-    def check() -> None:
-        if output.exists():
-            raise LatentDistillError(f"{output} already exists: choose another output_dir (nothing was overwritten)")
-
-    check()
-    task.check_names()
-    if distilled_path:
-        distilled = read_distilled(distilled_path)
-        if distilled.metadata.get("task") != "sr" or distilled.images is None:
-            raise LatentDistillError(f"{distilled_path} is not a distilled SR set with images")
-        hr = distilled.images
+def run_export(path: str | Path, target: str, directory: str | Path, config: RunConfig | None = None,
+               source: SetSource | None = None, push_to_hub: str | None = None, progress: bool = True) -> Path:
+    """``latentdistill export``: a set as an ImageFolder of PNGs or a Hugging Face dataset. Our file needs no
+    config; a set in another format is read against the real data ``config`` names."""
+    path = Path(path)
+    if config is None:
+        distilled = read_distilled(path)
     else:
-        hr = task.training_patches()
-    with folder.lock():
-        check()
-        model = train_sr(make_lr_patches(hr, config.sr.scale), hr, config.sr, config.seed, device, progress=progress)
-        if not folder.config.exists():  # the folder may be a distillation's: its config stays
-            folder.write_config(config_to_dict(config))
-        save_sr_model(output, model, config.sr.net, config.sr.scale, {"trained_on": distilled_path or config.sr.train,
-                                                                       "patches": len(hr)})
-    for name, images in task.test_sets().items():
-        print(json.dumps({"test": name, **evaluate_sr(model, images, config.sr.scale, device)}))
-    return output
-
-
-def run_sr_eval(model: str, scale: int, folder: str, device: str = "auto") -> dict:
-    """``latentdistill sr-eval``: mean PSNR/SSIM of bicubic or a saved SR model on a folder of HR images."""
-    from latentdistill.data.super_resolution import load_hr_images
-    from latentdistill.evaluate.super_resolution import evaluate_sr, load_sr_model
-
-    images = load_hr_images(folder)
-    if model == "bicubic":
-        return evaluate_sr("bicubic", images, scale)
-    network, trained_scale = load_sr_model(model)
-    if trained_scale != scale:
-        raise LatentDistillError(f"{model} was trained for x{trained_scale}, not x{scale}")
-    target = resolve_device(device)
-    return evaluate_sr(network.to(target), images, scale, target)
+        setup(config)
+        distilled = read_any_set(path, config, source)
+    return export_set(distilled, target, directory, push_to_hub, progress=progress)

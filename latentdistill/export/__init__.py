@@ -44,7 +44,7 @@ def package_versions() -> dict[str, str]:
 
 @dataclass
 class DistilledSet:
-    latents: torch.Tensor
+    latents: torch.Tensor | None  # None: a set of images only (made by another method, ``export.sets``)
     labels: torch.Tensor
     images: torch.Tensor | None = None
     embeddings: torch.Tensor | None = None
@@ -66,7 +66,10 @@ def write_distilled(path: str | Path, distilled: DistilledSet) -> None:
 
     The checks are those of ``read_distilled``, so a set with NaN latents (a run that diverged) or metadata
     that no reader understands is refused here and nothing is written."""
-    _validate(distilled, Path(path))
+    if distilled.latents is None:
+        raise LatentDistillError(f"{path}: a distilled file holds latents; write a set of images only with "
+                                 "'latentdistill export --to imagefolder'")
+    validate(distilled, Path(path))
     # float16 is kept where the set chose it (storage-matched budgets count bytes); anything else is float32.
     keep = (torch.float16, torch.float32)
     latents = distilled.latents.detach().cpu()
@@ -122,7 +125,7 @@ def read_distilled(path: str | Path) -> DistilledSet:
         tensors["latents"], tensors["labels"], tensors.get("images"), tensors.get("embeddings"), metadata,
         tensors.get("soft_labels"),
     )
-    _validate(distilled, path)
+    validate(distilled, path)
     return distilled
 
 
@@ -157,6 +160,18 @@ def describe_distilled(path: str | Path) -> str:
         # A key is any string in safetensors; one with a line break or control character is shown quoted.
         lines.append(f"  {key if key.isprintable() else json.dumps(key)}: {text}")
     return "\n".join(lines)
+
+
+def _validate_soft_labels(distilled: DistilledSet, n: int, path: Path) -> None:
+    soft = distilled.soft_labels
+    if soft is not None:
+        classes = len(distilled.metadata.get("classes", []))
+        if not soft.is_floating_point() or soft.dim() != 2 or soft.shape[0] != n or (classes and soft.shape[1] != classes):
+            raise LatentDistillError(f"{path}: 'soft_labels' must be a float ({n}, {classes or 'classes'}) tensor, "
+                                     f"one probability row per image, got {_shape(soft)}")
+        if not bool(torch.isfinite(soft).all()) or bool((soft < 0).any()) or not torch.allclose(
+                soft.double().sum(1), torch.ones(n, dtype=torch.float64), atol=1e-2):
+            raise LatentDistillError(f"{path}: 'soft_labels' rows must be probabilities (finite, not negative, summing to 1)")
 
 
 def _dtype_name(tensor: torch.Tensor) -> str:
@@ -209,33 +224,33 @@ def _validate_metadata(metadata: dict, path: Path) -> None:
                                  f"got {json.dumps(learned['synthetic_lr'])}")
 
 
-def _validate(distilled: DistilledSet, path: Path) -> None:
-    """The checks shared by read and write; each names the tensor or metadata key, its dtype and shape."""
+def validate(distilled: DistilledSet, path: Path) -> None:
+    """The checks shared by read and write; each names the tensor or metadata key, its dtype and shape.
+
+    A set of images only (no latents, from another method) may hold float images in the 0-255 scale."""
     latents, labels, images, embeddings = distilled.latents, distilled.labels, distilled.images, distilled.embeddings
-    if latents.dim() != 4 or not latents.is_floating_point():
+    if latents is None and images is None:
+        raise LatentDistillError(f"{path} holds neither latents nor images")
+    reference = latents if latents is not None else images
+    if latents is not None and (latents.dim() != 4 or not latents.is_floating_point()):
         raise LatentDistillError(f"{path}: 'latents' must be a float (N, C, h, w) tensor, got {_shape(latents)}")
-    n = len(latents)
+    n = len(reference)
     if n == 0:
-        raise LatentDistillError(f"{path} holds no images ('latents' is {_shape(latents)})")
-    if 0 in latents.shape:
+        raise LatentDistillError(f"{path} holds no images ('{'latents' if latents is not None else 'images'}' is {_shape(reference)})")
+    if latents is not None and 0 in latents.shape:
         raise LatentDistillError(f"{path}: 'latents' must be a float (N, C, h, w) tensor with no empty dimension, got {_shape(latents)}")
     if labels.shape != (n,) or labels.dtype not in (torch.int64, torch.int32):
         raise LatentDistillError(f"{path}: 'labels' must be an int64 ({n},) tensor, one per latent, got {_shape(labels)}")
-    if images is not None and (images.dtype != torch.uint8 or images.dim() != 4 or images.shape[0] != n
+    image_types = (torch.uint8,) if latents is not None else (torch.uint8, torch.float32)
+    if images is not None and (images.dtype not in image_types or images.dim() != 4 or images.shape[0] != n
                                or images.shape[1] != 3 or 0 in images.shape):
         raise LatentDistillError(f"{path}: 'images' must be uint8 ({n}, 3, H, W) with H, W > 0, got {_shape(images)}")
+    if images is not None and images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise LatentDistillError(f"{path}: 'images' holds non-finite values (NaN or infinity)")
     if embeddings is not None and (not embeddings.is_floating_point() or embeddings.dim() < 2
                                    or embeddings.shape[0] != n or 0 in embeddings.shape):
         raise LatentDistillError(f"{path}: 'embeddings' must be a float ({n}, ...) tensor, one row per image, got {_shape(embeddings)}")
-    soft = distilled.soft_labels
-    if soft is not None:
-        classes = len(distilled.metadata.get("classes", []))
-        if not soft.is_floating_point() or soft.dim() != 2 or soft.shape[0] != n or (classes and soft.shape[1] != classes):
-            raise LatentDistillError(f"{path}: 'soft_labels' must be a float ({n}, {classes or 'classes'}) tensor, "
-                                     f"one probability row per image, got {_shape(soft)}")
-        if not bool(torch.isfinite(soft).all()) or bool((soft < 0).any()) or not torch.allclose(
-                soft.double().sum(1), torch.ones(n, dtype=torch.float64), atol=1e-2):
-            raise LatentDistillError(f"{path}: 'soft_labels' rows must be probabilities (finite, not negative, summing to 1)")
+    _validate_soft_labels(distilled, n, path)
     for name, tensor in (("latents", latents), ("embeddings", embeddings)):
         if tensor is not None and not bool(torch.isfinite(tensor).all()):
             raise LatentDistillError(f"{path}: '{name}' holds non-finite values (NaN or infinity)")

@@ -1,0 +1,130 @@
+"""``latentdistill compare``: several runs' evaluations side by side, as one markdown or CSV table.
+
+A run is found from its folder (``report.json`` and ``config.yaml``, the distilled file the report names) or
+from a ``report.json`` itself; the row takes what the run was (dataset, IPC, objective, prior, autoencoder,
+storage) from its config and file, and what it scored from its report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import yaml
+from safetensors import SafetensorError, safe_open
+
+from latentdistill.errors import LatentDistillError
+
+# Columns per network: the report's row name, and the column's title.
+SET_COLUMNS = (("distilled", "distilled"), ("distilled_soft", "distilled soft"), ("random_real", "random"),
+               ("full", "full"))
+
+
+def compare_runs(paths: list[str | Path]) -> list[dict]:
+    """One flat record per run (column title -> value), in the order given."""
+    if not paths:
+        raise LatentDistillError("compare needs at least one run folder or report.json")
+    return [_record(Path(path)) for path in paths]
+
+
+def _report_path(path: Path) -> Path:
+    report = path / "report.json" if path.is_dir() else path
+    if not report.is_file():
+        raise LatentDistillError(f"{path}: no report.json (evaluate the run first: latentdistill evaluate FILE)")
+    return report
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LatentDistillError(f"{path} is not a readable report ({str(error).splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise LatentDistillError(f"{path} is not a report (a JSON object)")
+    return value
+
+
+def _file_metadata(report: dict) -> dict:
+    """The distilled file's metadata (config, distill minutes), when the file is still where the report says."""
+    file = Path(report.get("distilled_file", ""))
+    if not file.is_file():
+        return {}
+    try:
+        with safe_open(file, framework="pt") as handle:
+            return {key: json.loads(value) for key, value in (handle.metadata() or {}).items()}
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
+def _record(path: Path) -> dict:
+    report_path = _report_path(path)
+    report = _read_json(report_path)
+    if "networks" not in report:
+        raise LatentDistillError(f"{report_path} is not a classification report (compare reads classification reports)")
+    metadata = _file_metadata(report)
+    config = metadata.get("config") or _config_beside(report_path)
+    distill, prior, autoencoder = config.get("distill", {}), config.get("prior", {}), config.get("autoencoder", {})
+    storage = report.get("storage") or {}
+    source = metadata.get("source", {}).get("format") if metadata else None
+    record = {
+        "run": str(path), "dataset": report.get("dataset", ""), "IPC": report.get("ipc", ""),
+        "objective": distill.get("objective", source or ""), "prior": prior.get("name", ""),
+        "parameterisation": _parameterisation(autoencoder, distill),
+        "storage (img/class)": storage.get("image_equivalent", ""),
+    }
+    for net, rows in report["networks"].items():
+        for key, title in SET_COLUMNS:
+            if key in rows:
+                record[f"{net} {title}"] = f"{rows[key]['mean']:.2f} ± {rows[key]['std']:.2f}"
+        for name, short in (("label_robust", "LRS"), ("augmentation_robust", "ARS")):
+            if name in rows.get("scores", {}):
+                record[f"{net} {short}"] = f"{rows['scores'][name]['score']:.3f}"
+    record["distill min"] = metadata.get("distill_minutes", "")
+    record["eval min"] = report.get("minutes", "")
+    return record
+
+
+def _config_beside(report_path: Path) -> dict:
+    path = report_path.parent / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise LatentDistillError(f"{path} is not readable YAML ({str(error).splitlines()[0]})") from None
+    return value if isinstance(value, dict) else {}
+
+
+def _parameterisation(autoencoder: dict, distill: dict) -> str:
+    """What the set optimises: latents of an autoencoder (and at which storage budget), or pixels."""
+    if not autoencoder:
+        return ""
+    kind = autoencoder.get("kind", "")
+    text = "pixels" if kind == "pixels" else f"latents ({Path(str(autoencoder.get('name_or_path', ''))).name or kind})"
+    if distill.get("storage_ipc"):
+        text += f", fp16 at {distill['storage_ipc']} img/class of bytes"
+    return text
+
+
+def _columns(records: list[dict]) -> list[str]:
+    columns: list[str] = []
+    for record in records:
+        columns += [key for key in record if key not in columns]
+    return columns
+
+
+def markdown(records: list[dict]) -> str:
+    columns = _columns(records)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(record.get(column, "")) for column in columns) + " |" for record in records]
+    return "\n".join(lines)
+
+
+def csv_text(records: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_columns(records), restval="")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
