@@ -81,7 +81,8 @@ def test_mtt_tensors_evaluate_like_the_file(tiny, tmp_path):
 def test_whitened_tensors_are_unwhitened_with_the_real_data_zca(tiny, tmp_path):
     file, _, base = tiny
     distilled = read_distilled(file)
-    config = load_config(None, [*tiny[1], "data.zca=true"])
+    named = ["data.zca=true", "data.mean=cifar10", "data.std=cifar10"]  # as MTT whitens: CIFAR-10's statistics
+    config = load_config(None, [*tiny[1], *named])
     task = build_task(config)
     data = task.prepare(autoencoder_of(config), torch.device("cpu"), progress=False)
     whitened = task.normalize(data)(distilled.images.float() / 255)
@@ -93,7 +94,7 @@ def test_whitened_tensors_are_unwhitened_with_the_real_data_zca(tiny, tmp_path):
     from latentdistill.export.sets import unwhiten
 
     assert torch.allclose(unwhiten(read, data.zca), distilled.images.float(), atol=1e-2)
-    report = evaluate(tiny, tmp_path / "images_best.pt", tmp_path / "b", source=source)
+    report = evaluate(tiny, tmp_path / "images_best.pt", tmp_path / "b", *named, source=source)
     assert report["protocol"]["zca"]["eps"] == 0.1
 
 

@@ -156,7 +156,7 @@ def test_pixel_space_is_the_identity_autoencoder(tmp_path):
     """autoencoder.kind=pixels: the latents are the normalised images, a run with zero steps exports real
     training images unchanged, and a run with steps moves the pixels through the same loop."""
     base = make_tiny_base(tmp_path)
-    pixels = ["autoencoder.kind=pixels", "autoencoder.name_or_path=unused"]
+    pixels = ["autoencoder.kind=pixels", "autoencoder.name_or_path=unused", "data.mean=cifar10", "data.std=cifar10"]
     selected = load_config(None, tiny_overrides(base, tmp_path / "zero", ipc=2, iterations=0) + pixels)
     start = read_distilled(workflows.run_distill(selected, progress=False))
     assert start.latents.shape[1:] == (3, 16, 16) and start.metadata["autoencoder"]["kind"] == "pixels"

@@ -207,7 +207,8 @@ def test_soft_label_evaluation_with_the_files_zca_and_learned_lr(datm_base, tmp_
 def test_storage_matched_run_stores_fp16_latents_and_decodes_them(datm_base, tmp_path):
     # In pixel space a 16 px latent is 3 x 16 x 16 values: 1,536 bytes in fp16, two uint8 images' worth.
     overrides = tiny_overrides(datm_base, tmp_path / "storage", ipc=5, iterations=1) + [
-        "autoencoder.kind=pixels", f"cache.dir={tmp_path / 'pixels-cache'}", "distill.storage_ipc=2"]
+        "autoencoder.kind=pixels", f"cache.dir={tmp_path / 'pixels-cache'}", "data.mean=cifar10", "data.std=cifar10",
+        "distill.storage_ipc=2"]
     output = workflows.run_distill(load_config(None, overrides), progress=False)
     distilled = read_distilled(output)
     assert distilled.ipc == 1 and distilled.metadata["ipc"] == 1 and distilled.metadata["storage_ipc"] == 2

@@ -43,6 +43,10 @@ def load_autoencoder(
     pixels (no autoencoder: the latents are the images normalised with `normalization`, the data's mean and std).
     """
     if kind == "pixels":
+        if normalization and any(isinstance(values, str) for values in normalization):
+            raise LatentDistillError("config key 'data.mean': autoencoder.kind pixels normalises the images into its "
+                                     "latents as the cache is built, before 'auto' statistics exist: name them "
+                                     "(data.mean=cifar10 data.std=cifar10) or give 3 numbers each")
         statistics = dict(zip(("mean", "std"), normalization)) if normalization else {}
         return AUTOENCODERS.get(kind).from_pretrained(name_or_path, subfolder, **statistics).to(device)
     if kind == "auto":

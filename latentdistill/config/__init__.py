@@ -33,6 +33,7 @@ from latentdistill.config.schema import (
     TrainPriorConfig,
 )
 from latentdistill.errors import LatentDistillError
+from latentdistill.runtime import STATISTICS
 
 # Keys of earlier versions, so an old config is told what the key is called now.
 RENAMED = {"prior.steps": "prior.denoising_steps", "prior.steps_per_checkpoint": "prior.steps_per_recompute",
@@ -83,7 +84,7 @@ _CHOICES = {"precision": ("fp32", "bf16"), "evaluate.labels": ("hard", "soft"), 
             "train_prior.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2")}
 
 # Number keys that also take a word.
-_WORDS = {"evaluate.lr": ("learned",)}
+_WORDS = {"evaluate.lr": ("learned",), "data.mean": ("auto", *STATISTICS), "data.std": ("auto", *STATISTICS)}
 
 
 def _to_float(value: Any) -> float:
@@ -115,12 +116,13 @@ def _check_range(value: Any, key: str) -> None:
 
 def _check_value(value: Any, key: str) -> None:
     """The checks beyond the type: lengths, ranges, fixed choices and non-empty strings."""
-    if key in _LENGTHS and len(value) != _LENGTHS[key]:
-        raise LatentDistillError(f"config key '{key}' expects a list of {_LENGTHS[key]} numbers, got {len(value)}: {value!r}")
     if isinstance(value, str) and key in _WORDS:  # a number key that also takes a word
         if value not in _WORDS[key]:
-            raise LatentDistillError(f"config key '{key}' must be a number or one of {' | '.join(_WORDS[key])}, got {value!r}")
+            kind = f"a list of {_LENGTHS[key]} numbers" if key in _LENGTHS else "a number"
+            raise LatentDistillError(f"config key '{key}' must be {kind} or one of {' | '.join(_WORDS[key])}, got {value!r}")
         return
+    if key in _LENGTHS and len(value) != _LENGTHS[key]:
+        raise LatentDistillError(f"config key '{key}' expects a list of {_LENGTHS[key]} numbers, got {len(value)}: {value!r}")
     if key in _RANGES and value is not None:
         _check_range(value, key)
     if key in _CHOICES and value not in _CHOICES[key]:
@@ -198,6 +200,8 @@ def _update(target: Any, values: dict, prefix: str = "") -> None:
         else:
             value = _coerce(value, hints[name], key)
             _check_value(value, key)
+            if key in ("data.mean", "data.std") and isinstance(value, str) and value in STATISTICS:  # a name: its numbers
+                value = list(STATISTICS[value][key == "data.std"])
             setattr(target, name, value)
 
 

@@ -19,9 +19,11 @@ class DataConfig:
     split_seed: int = 0
     # Count and list unreadable images instead of stopping at the first one.
     skip_bad: bool = False
-    # CIFAR-10 statistics used by the reference code; images are normalised before every network.
-    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
-    std: list[float] = field(default_factory=lambda: [0.2023, 0.1994, 0.2010])
+    # The per-channel statistics images are normalised with before every network: auto (computed from the
+    # training split's images and kept beside its cache), a name (cifar10: the reference code's values;
+    # cifar100, imagenet, unit) or 3 numbers. Names become their numbers when the config is read.
+    mean: list[float] | str = "auto"
+    std: list[float] | str = "auto"
     # ZCA whitening after the normalisation, before every network (real and synthetic images, experts,
     # evaluation), fitted once on the training split and kept with the latent cache (classification only).
     zca: bool = False

@@ -19,6 +19,7 @@ from latentdistill import nets
 from latentdistill.config import EvaluateConfig, RunConfig
 from latentdistill.data.image_folder import ImageFolder, split_train_validation
 from latentdistill.data.latent_cache import LatentCache, encode_dataset
+from latentdistill.data.statistics import cached_statistics
 from latentdistill.data.zca import ZCA, load_or_fit_zca
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.loop import MatchingProblem
@@ -91,6 +92,11 @@ class ClassificationTask:
         for cache in (train, test):
             if cache.meta["skipped"]:
                 print(f"skipped {len(cache.meta['skipped'])} unreadable images in {cache.directory} (listed in its meta.json)")
+        if "auto" in (data.mean, data.std):  # from here on this task normalises with the split's own statistics
+            mean, std = cached_statistics(train.directory, train.images, train.meta.get("fingerprint"))
+            data = dataclasses.replace(data, mean=mean if data.mean == "auto" else data.mean,
+                                       std=std if data.std == "auto" else data.std)
+            self.config = dataclasses.replace(self.config, data=data)
         train_rows, validation_rows = split_train_validation(train.labels, data.val_per_class, data.split_seed, train.classes)
         zca = self._zca(train, train_rows) if data.zca else None
         return PreparedData(train, test, train_rows, validation_rows, zca)
@@ -207,7 +213,8 @@ class ClassificationTask:
         save_grid(images, labels, path)  # one row per class, 2x for viewing
 
     def export_metadata(self, data: PreparedData) -> dict:
-        metadata = {"dataset": Path(self.config.data.root).resolve().name, "classes": data.classes, "ipc": self.ipc(data)}
+        metadata = {"dataset": Path(self.config.data.root).resolve().name, "classes": data.classes, "ipc": self.ipc(data),
+                    "normalization": {"mean": self.config.data.mean, "std": self.config.data.std}}
         # evaluation applies what the set was distilled for (whitened or not), whatever its config says
         metadata["zca"] = {"eps": data.zca.eps, "fingerprint": data.zca.fingerprint} if data.zca is not None else None
         if self.config.distill.storage_ipc:
