@@ -420,3 +420,24 @@ def test_class_with_only_corrupt_images(tiny_folder, autoencoder, tmp_path):
             encode_dataset(folder, autoencoder, R, directory, shard_size=12, skip_bad=True, progress=False)
         message = one_line(error)
         assert "class_b" in message and str(tiny_folder / "train") in message
+
+
+def test_encoding_progress_moves_per_batch(tiny_folder, tmp_path, monkeypatch):
+    """The encoding bar moves once per read-and-encode batch, not once per shard (9,469 images showed 0% until
+    the end when it moved per 10,000-image shard)."""
+    updates = []
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self, count):
+            updates.append(count)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(latent_cache, "tqdm", Recording)
+    folder = ImageFolder.scan(tiny_folder, "train")
+    latent_cache.encode_dataset(folder, None, R, tmp_path / "cache", shard_size=100, batch_size=5, progress=True)
+    assert updates == [5] * (len(folder) // 5) + ([len(folder) % 5] if len(folder) % 5 else [])

@@ -169,18 +169,27 @@ def encode_dataset(
     for shard_index in range(done, num_shards):
         start, stop = shard_index * shard_size, min((shard_index + 1) * shard_size, len(folder))
         paths = folder.files[start:stop]
-        images, kept, bad = load_images(paths, resolution, skip_bad=skip_bad, progress=False)
+        parts, latent_parts, kept, bad = [], [], [], []
+        for offset in range(0, len(paths), batch_size):  # read and encode a batch at a time: the bar moves per batch
+            images, batch_kept, batch_bad = load_images(paths[offset : offset + batch_size], resolution,
+                                                        skip_bad=skip_bad, progress=False)
+            parts.append(images)
+            kept += [offset + i for i in batch_kept]
+            bad += batch_bad
+            if autoencoder is not None and len(images):
+                latent_parts.append(autoencoder.encode_batched(images.float() / 255, batch_size=batch_size).float())
+            bar.update(min(batch_size, len(paths) - offset))
+        images = torch.cat(parts) if parts else torch.empty(0, 3, resolution, resolution, dtype=torch.uint8)
         labels = torch.tensor([folder.labels[start + i] for i in kept], dtype=torch.long)
         tensors = {"images": images, "labels": labels, "indices": torch.tensor([start + i for i in kept], dtype=torch.long)}
-        if autoencoder is not None and len(images):
-            tensors["latents"] = autoencoder.encode_batched(images.float() / 255, batch_size=batch_size).float().contiguous()
+        if latent_parts:
+            tensors["latents"] = torch.cat(latent_parts).contiguous()
         name = f"shard-{shard_index:05d}.safetensors"
         atomic_save_file(tensors, directory / name)
         meta["shards"].append({"file": name, "count": len(kept)})
         meta["skipped"] += [[display_path(path), reason] for path, reason in bad]
         meta["complete"] = shard_index == num_shards - 1
         atomic_write_text(directory / META_FILE, json.dumps(meta, indent=1))
-        bar.update(stop - start)
     bar.close()
     return _check_classes(LatentCache.load(directory), folder)
 
