@@ -9,7 +9,7 @@ PACKAGE = REPO / "latentdistill"
 # data -> autoencoders -> priors -> distill -> export -> evaluate -> tasks -> workflows -> cli, over a
 # foundation every layer may use. A module may import its own layer and the layers below it.
 LAYERS = {
-    "errors": 0, "registry": 0, "io": 0, "config": 0, "runtime": 0, "training_state": 0, "run_folder": 0,
+    "errors": 0, "registry": 0, "io": 0, "config": 0, "runtime": 0, "training_state": 0, "run_folder": 0, "trackers": 0,
     "nets": 1, "data": 1, "autoencoders": 2, "priors": 3, "distill": 4, "export": 5, "storage": 5, "evaluate": 6, "tasks": 7,
     "workflows": 8, "launch": 8, "reports": 7, "cli": 9, "__main__": 9, "__init__": 9, "pretrained": 2,
 }

@@ -60,3 +60,23 @@ def test_pixel_space_needs_statistics_before_the_cache(tmp_path):
     with pytest.raises(LatentDistillError) as error:
         workflows.run_distill(config, progress=False)
     assert "data.mean=cifar10" in one_line(error) and not (tmp_path / "run" / "distilled.safetensors").exists()
+
+
+def test_tensorboard_tracker_gets_the_loss(tmp_path):
+    """``log_with: [tensorboard]``: accelerate's tracker writes an event file with the loss (read back as bytes:
+    the tag is in it), beside distill_log.jsonl, which stays the record."""
+    pytest.importorskip("tensorboardX")
+    base = make_tiny_base(tmp_path)
+    overrides = tiny_overrides(base, tmp_path / "run", ipc=1, iterations=2) + ["log_with=[tensorboard]"]
+    workflows.run_distill(load_config(None, overrides), progress=False)
+    events = list((tmp_path / "run" / "trackers").rglob("events.out.tfevents.*"))
+    assert events and any(b"loss" in path.read_bytes() for path in events)
+    assert len((tmp_path / "run" / "distill_log.jsonl").read_text().splitlines()) == 2
+
+
+def test_unknown_tracker_is_refused_before_any_work(tmp_path):
+    base = make_tiny_base(tmp_path)
+    overrides = tiny_overrides(base, tmp_path / "run", ipc=1, iterations=2) + ["log_with=[tensorbored]"]
+    with pytest.raises(LatentDistillError) as error:
+        workflows.run_distill(load_config(None, overrides), progress=False)
+    assert "unknown tracker 'tensorbored'" in one_line(error) and not (tmp_path / "run").exists()

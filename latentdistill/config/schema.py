@@ -273,6 +273,9 @@ class RunConfig:
     # stacked. Off by default: a first compile takes tens of seconds, and pays only over long trainings on a
     # GPU, where small kernels are launch-bound (BENCHMARKS.md).
     compile: bool = False
+    # Experiment trackers for the distillation's loss (accelerate's: tensorboard, wandb, mlflow, aim, ...), none
+    # by default; distill_log.jsonl is always written. They log into <output_dir>/trackers where they keep files.
+    log_with: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -65,6 +65,7 @@ def distill(
     resume: bool = False,
     progress: bool = True,
     on_snapshot: Callable[[int, SyntheticSet], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
 ) -> SyntheticSet:
     """Optimise the synthetic latents; returns the final set (also left in the folder's checkpoint).
 
@@ -195,6 +196,8 @@ def distill(
             record = {"iteration": done, "loss": mean_loss, "seconds": time.perf_counter() - started}
             record.update({name: float(tensor.detach()) for name, tensor in extra.items() if tensor.numel() == 1})
             folder.append_log(record)
+            if on_record:
+                on_record(record)  # e.g. the trackers of ``log_with``
         if done % settings.checkpoint_every == 0 or done == settings.iterations:
             write_checkpoint(done)
         if on_snapshot and processes.is_main and settings.snapshot_every and done % settings.snapshot_every == 0 \

@@ -30,6 +30,7 @@ from latentdistill.run_folder import DISTILL_FIXED, DISTILL_MAY_CHANGE, RunFolde
 from latentdistill.runtime import Processes, resolve_device
 from latentdistill.tasks import build_task
 from latentdistill.tasks.classification import ClassificationTask
+from latentdistill.trackers import Trackers, check_tracker_names
 from latentdistill.workflows.common import autoencoder_of, read_any_set, setup
 from latentdistill.workflows.super_resolution import run_sr_eval, run_sr_train  # noqa: F401 - verbs of this module
 
@@ -40,16 +41,22 @@ def run_encode(config: RunConfig, progress: bool = True):
     return build_task(config).prepare(autoencoder_of(config), resolve_device(config.device), progress=progress)
 
 
+def _check_names(config: RunConfig, task, processes: Processes) -> None:
+    """What a distillation refuses before it reads anything: unknown parts and trackers, MTT across processes."""
+    task.check_names()
+    task.check_prior(config.prior.name)
+    check_tracker_names(config.log_with)
+    PRIORS.get(config.prior.name)
+    if processes.count > 1 and config.distill.objective == "mtt":
+        raise LatentDistillError("objective 'mtt' runs in one process: its student sees every class at once")
+
+
 def run_distill(config: RunConfig, resume: bool = False, processes: Processes | None = None, progress: bool = True) -> Path:
     """Distill into ``output_dir``; export ``distilled.safetensors`` and ``grid.png`` there."""
     setup(config)
     processes = processes or Processes()
     task = build_task(config)
-    task.check_names()
-    task.check_prior(config.prior.name)
-    PRIORS.get(config.prior.name)
-    if processes.count > 1 and config.distill.objective == "mtt":
-        raise LatentDistillError("objective 'mtt' runs in one process: its student sees every class at once")
+    _check_names(config, task, processes)
     folder, resolved = RunFolder(config.output_dir), config_to_dict(config)
     device = processes.accelerator.device if processes.count > 1 else resolve_device(config.device)
     folder.check_distill(resolved, resume)  # reads only (every process: all refuse alike); changes nothing
@@ -91,8 +98,10 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
                 current.latents.float(), current.embeddings, device, task.export_batch)
             task.save_grid(images, current.labels, folder.snapshot(done).with_suffix(".png") if done else folder.start_grid)
 
+        trackers = Trackers(config.log_with if processes.is_main else [], folder.path.name, folder.path / "trackers", resolved)
         synthetic = distill(problem, objective, config.distill, generator, folder, resolved, config.seed, device,
-                            processes, resume=resume, progress=progress, on_snapshot=snapshot)
+                            processes, resume=resume, progress=progress, on_snapshot=snapshot, on_record=trackers.log)
+        trackers.finish()
         if processes.is_main:
             task.save_grid(export(synthetic, config.distill.iterations, folder.distilled), synthetic.labels, folder.grid)
             write_report_page(folder)
