@@ -202,6 +202,8 @@ def test_run_rank_nets_writes_its_folder_and_reuses_the_full_data(tiny_run, caps
     assert "convnet-w8-d1" in printed and "Spearman" in printed
     folder = file.parent / "rank-nets-1"
     assert json.loads((folder / RANK_NETS_FILE).read_text()) == first
+    page = (folder / "report.html").read_text()  # the ranking is on the run's page too
+    assert "Architecture ranking" in page and "Spearman" in page and first["candidates"][0]["name"] in page
     assert (folder / "config.yaml").is_file()
     assert first["spec"] == spec and first["ipc"] == 2 and first["full_epochs"] == 1 and first["epochs"] == 2
     assert first["protocol"]["selection"].startswith("none")

@@ -17,6 +17,7 @@ from latentdistill.io import atomic_write_text, display_path
 from latentdistill.reports.charts import loss_curve_svg, number
 from latentdistill.reports.evaluation import accuracy_html, protocol_html, sr_html, storage_html, table_html
 from latentdistill.reports.grids import png_grid_html, set_grid_html
+from latentdistill.reports.ranking import ranking_html
 from latentdistill.reports.read import EXPECTED, RunFiles, read_run_folder
 from latentdistill.reports.style import CSS
 from latentdistill.run_folder import RunFolder
@@ -39,6 +40,7 @@ def render_page(files: RunFiles) -> str:
         ("Snapshots", snapshots_html(files)),
         ("Loss", loss_html(files)),
         ("Evaluation", evaluation_html(files)),
+        *([("Architecture ranking", ranking_html(files.ranking))] if files.ranking else []),
         ("Storage per class", _storage_section(files)),
         ("Notes", notes_html(files)),
         ("Resolved config", config_html(files)),

@@ -56,7 +56,11 @@ class RunFiles:
     start_png: bytes | None = None
     snapshots: list[Snapshot] = field(default_factory=list)
     report: dict | None = None
+    ranking: dict | None = None  # rank_nets.json, in a rank-nets-N folder
     date: tuple[str, str] | None = None  # (UTC time, the file it is the modification time of)
+
+
+RANK_NETS_FILE = "rank_nets.json"  # written by ``latentdistill rank-nets``
 
 
 def read_run_folder(path: str | Path) -> RunFiles:
@@ -79,6 +83,8 @@ def read_run_folder(path: str | Path) -> RunFiles:
     if folder.report.is_file():
         files.report = _read_json(folder.report)
         check_report(files.report, folder.report)
+    if (folder.path / RANK_NETS_FILE).is_file():
+        files.ranking = _read_json(folder.path / RANK_NETS_FILE)
     files.present = [name for name in EXPECTED if (folder.path / name).is_file()]
     files.date = _date(folder.path, [folder.DISTILLED, folder.REPORT, folder.CONFIG])
     return files

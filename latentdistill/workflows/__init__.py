@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -25,13 +24,12 @@ from latentdistill.export import FORMAT_VERSION, DistilledSet, package_versions,
 from latentdistill.export.folders import export_set
 from latentdistill.export.sets import SetSource
 from latentdistill.priors import PRIORS, build_prior
-from latentdistill.reports.html import write_html_report
 from latentdistill.run_folder import DISTILL_FIXED, DISTILL_MAY_CHANGE, RunFolder, changed_key, describe_change
 from latentdistill.runtime import Processes, resolve_device
 from latentdistill.tasks import build_task
 from latentdistill.tasks.classification import ClassificationTask
 from latentdistill.trackers import Trackers, check_tracker_names
-from latentdistill.workflows.common import autoencoder_of, read_any_set, setup
+from latentdistill.workflows.common import autoencoder_of, read_any_set, setup, write_report_page
 from latentdistill.workflows.super_resolution import run_sr_eval, run_sr_train  # noqa: F401 - verbs of this module
 
 
@@ -107,14 +105,6 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
             write_report_page(folder)
     processes.wait()  # nobody reads the file before the main process has written it
     return folder.distilled
-
-
-def write_report_page(folder: RunFolder) -> None:
-    """``report.html`` beside the results; a page that cannot be made is a warning, never a lost result."""
-    try:
-        write_html_report(folder.path)
-    except (LatentDistillError, OSError) as error:
-        print(f"warning: {folder.path / 'report.html'} not written: {error}", file=sys.stderr)
 
 
 def distilled_but_not_evaluated(config: RunConfig) -> bool:

@@ -13,6 +13,8 @@ from latentdistill.errors import LatentDistillError
 from latentdistill.export import DistilledSet, read_distilled
 from latentdistill.export.sets import SetSource, detect_format, read_set
 from latentdistill.registry import import_user_modules
+from latentdistill.reports.html import write_html_report
+from latentdistill.run_folder import RunFolder
 from latentdistill.runtime import cpu_emulates_bf16, resolve_device, set_threads
 
 
@@ -41,3 +43,11 @@ def read_any_set(path: str | Path, config: RunConfig, source: SetSource | None =
         raise LatentDistillError(f"config key 'data.root': dataset folder not found: {config.data.root}")
     classes = list(ImageFolder.scan(config.data.root, config.data.train_split).classes)
     return read_set(path, source, classes, config.data.resolution)
+
+
+def write_report_page(folder: RunFolder) -> None:
+    """``report.html`` beside the results; a page that cannot be made is a warning, never a lost result."""
+    try:
+        write_html_report(folder.path)
+    except (LatentDistillError, OSError) as error:
+        print(f"warning: {folder.path / 'report.html'} not written: {error}", file=sys.stderr)

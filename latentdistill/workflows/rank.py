@@ -14,12 +14,11 @@ from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.rank_nets import candidates, markdown_table
 from latentdistill.export.sets import SetSource
 from latentdistill.io import atomic_write_text
+from latentdistill.reports.read import RANK_NETS_FILE
 from latentdistill.run_folder import RunFolder
 from latentdistill.tasks.judging import check_compatible
 from latentdistill.tasks.ranking import rank_distilled
-from latentdistill.workflows.common import read_any_set, setup
-
-RANK_NETS_FILE = "rank_nets.json"
+from latentdistill.workflows.common import read_any_set, setup, write_report_page
 
 
 def run_rank_nets(file: str | Path, config: RunConfig, spec: str, full_epochs: int | None = None,
@@ -48,6 +47,7 @@ def run_rank_nets(file: str | Path, config: RunConfig, spec: str, full_epochs: i
             print(f"note: {note}", flush=True)
         folder.write_config(config_to_dict(config))
         _write(folder.path / RANK_NETS_FILE, json.dumps(report, indent=2))
+        write_report_page(folder)
     return report
 
 
