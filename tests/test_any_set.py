@@ -207,3 +207,44 @@ def test_export_never_overwrites_and_leaves_nothing_half_made(tiny, tmp_path, ca
     assert main(["--no-progress", "export", str(file), "--to", "imagefolder", str(tmp_path / "new")]) == 0
     assert not list(tmp_path.glob(".*partial"))
     assert len(list((tmp_path / "new").rglob("*.png"))) == len(read_distilled(file).labels)
+
+
+def test_compare_puts_runs_side_by_side(tiny, tmp_path, capsys):
+    file, _, _ = tiny
+    evaluate(tiny, file, tmp_path / "a")
+    exported = export_set(read_distilled(file), "imagefolder", tmp_path / "set", progress=False)
+    evaluate(tiny, exported, tmp_path / "b")
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "report.json")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| run | dataset | IPC |") and "convnet distilled" in table[0] and len(table) == 4
+    assert main(["compare", "--csv", str(tmp_path / "a")]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("run,dataset,IPC") and len(rows) == 2
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "report.json").write_text("{not json")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert "report.json is not a readable report" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "none")]) == 2
+    assert "no report.json" in capsys.readouterr().err
+
+
+def test_config_verb_prints_the_resolved_config(capsys):
+    assert main(["config", "distill.ipc=7", "data.mean=cifar10"]) == 0
+    printed = capsys.readouterr().out
+    assert "ipc: 7" in printed and "- 0.4914" in printed and "std: auto" in printed
+    assert main(["config", "distill.ipcc=7"]) == 2
+    assert "unknown config key 'distill.ipcc'" in capsys.readouterr().err
+
+
+def test_prepare_offline_says_what_to_download(tmp_path, capsys, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    assert main(["--no-progress", "prepare", "cifar10", str(tmp_path / "cifar10")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "cifar-10-binary.tar.gz" in error and "--archive" in error
