@@ -23,7 +23,8 @@ class Trackers:
             kind = LOGGER_TYPE_TO_CLASS[name]
             try:
                 tracker = kind(run_name, str(directory)) if kind.requires_logging_directory else kind(run_name)
-                tracker.start()
+                if hasattr(tracker, "start"):  # accelerate >= 1.0 opens a tracker in start()
+                    tracker.start()
                 tracker.store_init_configuration(_flat(config))
             except ImportError as error:
                 raise LatentDistillError(f"config key 'log_with': tracker '{name}' needs its package "

@@ -139,7 +139,9 @@ BAD_SETS = {
     "label count": (torch.zeros(6, 3, RESOLUTION, RESOLUTION), torch.arange(5) % 3, "5 labels for 6 images"),
     "nan pixels": (torch.full((6, 3, RESOLUTION, RESOLUTION), float("nan")), torch.arange(6) % 3, "non-finite"),
     "soft label shape": (torch.zeros(6, 3, RESOLUTION, RESOLUTION), torch.rand(6, 4), "soft labels must be (6, 3)"),
-    "float labels 1-d": (torch.zeros(6, 3, RESOLUTION, RESOLUTION), torch.rand(6), "labels must be int (N,)"),
+    "float labels 1-d": (torch.zeros(6, 3, RESOLUTION, RESOLUTION), torch.rand(6), "labels must be integer (N,)"),
+    "uint16 labels": (torch.zeros(6, 3, RESOLUTION, RESOLUTION), (torch.arange(6) % 3).to(torch.uint16), "int8-64 or uint8"),
+    "bool labels": (torch.zeros(6, 3, RESOLUTION, RESOLUTION), torch.ones(6, dtype=torch.bool), "int8-64 or uint8"),
 }
 
 
@@ -248,3 +250,79 @@ def test_prepare_offline_says_what_to_download(tmp_path, capsys, monkeypatch):
     assert main(["--no-progress", "prepare", "cifar10", str(tmp_path / "cifar10")]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "cifar-10-binary.tar.gz" in error and "--archive" in error
+
+
+def test_probability_rows_stay_probabilities_and_logits_become_them(tmp_path):
+    images = torch.zeros(2, 3, RESOLUTION, RESOLUTION, dtype=torch.uint8)
+    rows = torch.tensor([[0.91, 0.05, 0.04], [0.2, 0.3, 0.5]]).to(torch.bfloat16)  # sums a little off 1 in bf16
+    save_file({"images": images, "labels": rows}, tmp_path / "bf16.safetensors")
+    read = read_set(tmp_path / "bf16.safetensors", SetSource(), list(CLASSES), RESOLUTION)
+    assert read.soft_labels[0, 0] > 0.9 and torch.allclose(read.soft_labels.sum(1), torch.ones(2))
+
+
+def test_hostile_label_and_metadata_files_are_one_line_errors(tiny, tmp_path):
+    file, _, _ = tiny
+    distilled = read_distilled(file)
+    distilled.soft_labels = torch.full((len(distilled.labels), 3), 1 / 3)
+    folder = export_set(distilled, "imagefolder", tmp_path / "set", progress=False)
+    good = json.loads((folder / "labels.json").read_text())
+    name = next(iter(good["soft_labels"]))
+    cases = {"must map each image file": {"soft_labels": None}, "must be 3 numbers": {"soft_labels": {
+        **good["soft_labels"], name: [1, "x", 0]}}, "no soft label for": {"soft_labels": {}}}
+    for expected, content in cases.items():
+        (folder / "labels.json").write_text(json.dumps(content))
+        with pytest.raises(LatentDistillError) as error:
+            read_set(folder, SetSource(), list(CLASSES), RESOLUTION)
+        assert expected in one_line(error)
+    (folder / "labels.json").write_text(json.dumps(good))
+    # metadata.json says nothing about how PNGs are stored; hostile values of the keys it may carry are refused
+    metadata = json.loads((folder / "metadata.json").read_text())
+    (folder / "metadata.json").write_text(json.dumps({**metadata, "storage_dtype": 5, "whitened": 1, "notes": 5}))
+    read = read_set(folder, SetSource(), list(CLASSES), RESOLUTION)
+    assert not {"whitened", "storage_dtype", "notes"} & set(read.metadata)
+    (folder / "metadata.json").write_text(json.dumps({**metadata, "zca": "yes"}))
+    with pytest.raises(LatentDistillError) as error:
+        read_set(folder, SetSource(), list(CLASSES), RESOLUTION)
+    assert "metadata key 'zca'" in one_line(error)
+
+
+def test_an_empty_class_reads_back(tiny, tmp_path):
+    file, _, _ = tiny
+    distilled = read_distilled(file)
+    keep = distilled.labels != 2
+    distilled.latents, distilled.labels, distilled.images = distilled.latents[keep], distilled.labels[keep], distilled.images[keep]
+    folder = export_set(distilled, "imagefolder", tmp_path / "set", progress=False)
+    assert (folder / CLASSES[2]).is_dir() and not list((folder / CLASSES[2]).iterdir())
+    read = read_set(folder, SetSource(), list(CLASSES), RESOLUTION)
+    assert torch.equal(read.labels, distilled.labels)
+
+
+def test_export_refuses_class_names_that_leave_the_folder(tiny, tmp_path):
+    file, _, _ = tiny
+    distilled = read_distilled(file)
+    for name in ("../escape", "/tmp/x", ".hidden", ""):
+        distilled.metadata["classes"] = [name, "b", "c"]
+        with pytest.raises(LatentDistillError) as error:
+            export_set(distilled, "imagefolder", tmp_path / "out", progress=False)
+        assert "cannot be a folder name" in one_line(error)
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
+
+
+def test_whitened_set_exports_as_pixels(tiny, tmp_path):
+    file, _, _ = tiny
+    distilled = read_distilled(file)
+    named = ["data.zca=true", "data.mean=cifar10", "data.std=cifar10"]
+    config = load_config(None, [*tiny[1], *named])
+    task = build_task(config)
+    data = task.prepare(autoencoder_of(config), torch.device("cpu"), progress=False)
+    write_pair(tmp_path / "mtt", task.normalize(data)(distilled.images.float() / 255), distilled.labels)
+    with pytest.raises(LatentDistillError, match="pass --config"):
+        workflows.run_export(tmp_path / "mtt" / "images_best.pt", "imagefolder", tmp_path / "x")
+    workflows.run_export(tmp_path / "mtt" / "images_best.pt", "imagefolder", tmp_path / "out", config,
+                         SetSource(normalization="cifar10", zca_eps=0.1), progress=False)
+    back = read_set(tmp_path / "out", SetSource(), list(CLASSES), RESOLUTION)
+    assert (back.images.int() - distilled.images.int()).abs().max() <= 1 and "whitened" not in back.metadata
+    assert back.metadata["zca"]["eps"] == 0.1  # still a set made for whitened inputs
+    with pytest.raises(LatentDistillError, match="positive eps"):
+        read_set(tmp_path / "mtt" / "images_best.pt", SetSource(normalization="cifar10", zca_eps=0.0), list(CLASSES),
+                 RESOLUTION)

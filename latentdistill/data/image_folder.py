@@ -36,7 +36,10 @@ class ImageFolder:
     labels: tuple[int, ...]
 
     @classmethod
-    def scan(cls, root: str | Path, split: str, classes: tuple[str, ...] | None = None) -> ImageFolder:
+    def scan(cls, root: str | Path, split: str, classes: tuple[str, ...] | None = None,
+             allow_empty: bool = False) -> ImageFolder:
+        """The split ``root/split/<class>/*``; a class folder without images is refused unless ``allow_empty``
+        (a distilled set may leave a class empty; a dataset may not)."""
         root = Path(root)
         if not root.is_dir():
             raise LatentDistillError(f"dataset folder not found: {display_path(root)}")
@@ -60,7 +63,7 @@ class ImageFolder:
         for label, name in enumerate(folders):
             images = _entries(split_dir / name, Path.is_file)
             class_files = sorted(p for p in images if p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not class_files:
+            if not class_files and not allow_empty:
                 raise LatentDistillError(
                     f"class folder {display_path(split_dir / name)} holds no images ({'|'.join(IMAGE_EXTENSIONS)})"
                 )

@@ -15,6 +15,14 @@ def file_protocol(distilled: DistilledSet, source: Path, config: RunConfig) -> t
     what the file decided: ZCA when the set was distilled for whitened inputs (whatever ``data.zca`` says), and
     the learned student lr under ``evaluate.lr: learned``. Refuses soft rows for a file without soft labels."""
     notes = []
+    # The statistics the set was made for: a whitened set's stated ones (its ZCA is refitted under them), else
+    # those our file records; a run normalised otherwise would see other inputs than the set was made for.
+    recorded = distilled.metadata.get("whitened") or distilled.metadata.get("normalization")
+    if recorded and [config.data.mean, config.data.std] != [recorded["mean"], recorded["std"]]:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, mean=list(recorded["mean"]),
+                                                                      std=list(recorded["std"])))
+        notes.append(f"normalised with the statistics {source} was made for (mean {recorded['mean']}, std "
+                     f"{recorded['std']}), whatever data.mean/data.std say")
     recorded_zca = distilled.metadata.get("zca")
     if recorded_zca is not None and (not config.data.zca or config.data.zca_eps != recorded_zca["eps"]):
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, zca=True, zca_eps=recorded_zca["eps"]))

@@ -209,6 +209,10 @@ _METADATA_TYPES = {
                                             and isinstance(value.get("fingerprint"), str)),
             'null or {"eps": a positive number, "fingerprint": a string}'),
     "storage_ipc": (lambda value: _is_int(value) and value >= 1, "an integer of at least 1"),
+    "normalization": (lambda value: isinstance(value, dict) and all(
+        isinstance(value.get(k), list) and len(value[k]) == 3 and all(_is_positive(v) or v == 0 for v in value[k])
+        for k in ("mean", "std")) and all(_is_positive(v) for v in value["std"]),
+        '{"mean": 3 numbers, "std": 3 positive numbers}'),
 }
 
 

@@ -34,6 +34,13 @@ def export_set(distilled: DistilledSet, target: str, directory: str | Path, push
         raise LatentDistillError("this set holds no decoded images to export")
     if push_to_hub and target != "hf":
         raise LatentDistillError("--push-to-hub needs --to hf")
+    if "whitened" in distilled.metadata:
+        raise LatentDistillError("this set's images are ZCA-whitened tensors: unwhiten them first (latentdistill export "
+                                 "does so given --config for the real data)")
+    unsafe = [name for name in distilled.classes if not _is_folder_name(name)]
+    if unsafe:
+        raise LatentDistillError(f"class name {unsafe[0]!r} cannot be a folder name (no '/', '\\', '..', NUL, "
+                                 "leading '.' or empty name): nothing was written")
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise LatentDistillError(f"{directory} already exists and is not empty: choose another folder (nothing was overwritten)")
@@ -45,8 +52,17 @@ def export_set(distilled: DistilledSet, target: str, directory: str | Path, push
             dataset = hf_dataset(distilled, images)
             dataset.save_to_disk(str(staging))
     if push_to_hub:
-        dataset.push_to_hub(push_to_hub)
+        try:
+            dataset.push_to_hub(push_to_hub)
+        except Exception as error:  # noqa: BLE001 - the hub client raises many types (offline, auth, name)
+            raise LatentDistillError(f"{directory} was written; pushing it to the hub as {push_to_hub} failed: "
+                                     f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     return directory
+
+
+def _is_folder_name(name: str) -> bool:
+    """A class name that is one plain path component, so its folder stays inside the export."""
+    return bool(name) and not name.startswith(".") and not any(bad in name for bad in ("/", "\\", "\0"))
 
 
 def _uint8(images: torch.Tensor) -> torch.Tensor:
@@ -61,11 +77,16 @@ def _uint8(images: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def _staging(directory: Path):
     """A hidden sibling folder, renamed to ``directory`` when the body finishes, removed when it fails."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.parent / f".{directory.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)  # an earlier interrupted export's leftovers
     try:
-        staging.mkdir()
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()  # a leftover is refused, not deleted: it may be another export's, running now
+    except FileExistsError:
+        raise LatentDistillError(f"{staging} exists: another export into {directory} is running, or a killed one "
+                                 "left it (delete it and run again)") from None
+    except OSError as error:
+        raise LatentDistillError(f"cannot write {directory}: {error_reason(error)}") from None
+    try:
         yield staging
         if directory.exists():
             directory.rmdir()  # empty (checked before the work)

@@ -19,6 +19,7 @@ so in ``metadata["whitened"]``; ``unwhiten`` finishes the job once the real data
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def read_set(path: str | Path, source: SetSource, classes: list[str], resolution
         raise LatentDistillError(f"distilled set not found: {path}")
     if source.format not in FORMATS:
         raise LatentDistillError(f"unknown set format '{source.format}' (known: {', '.join(FORMATS)})")
+    if source.zca_eps is not None and not (math.isfinite(source.zca_eps) and source.zca_eps > 0):
+        raise LatentDistillError(f"--zca must be a positive eps (MTT: 0.1), got {source.zca_eps}")
     kind = detect_format(path) if source.format == "auto" else source.format
     if kind == "distilled":
         return read_distilled(path)
@@ -87,13 +90,16 @@ def _read_tensors(path: Path, kind: str, source: SetSource) -> tuple[torch.Tenso
         return _load_tensor(images_path), _load_tensor(labels_path), None
     try:
         with safe_open(path, framework="pt") as file:
-            missing = [key for key in ("images", "labels") if key not in file.keys()]
-            if missing:
-                raise LatentDistillError(f"{path} has no '{missing[0]}' tensor (an image set holds 'images' and 'labels')")
+            tensors = {key: file.get_tensor(key) for key in ("images", "labels") if key in file.keys()}
             classes = json.loads((file.metadata() or {}).get("classes", "null"))
-            return file.get_tensor("images"), file.get_tensor("labels"), classes
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as error:
+    except (SafetensorError, OSError, ValueError) as error:  # JSONDecodeError is a ValueError
         raise LatentDistillError(f"{path} is not a readable image set ({str(error).splitlines()[0]})") from None
+    missing = [key for key in ("images", "labels") if key not in tensors]
+    if missing:
+        raise LatentDistillError(f"{path} has no '{missing[0]}' tensor (an image set holds 'images' and 'labels')")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise LatentDistillError(f"{path}: metadata 'classes' must be a list of class names")
+    return tensors["images"], tensors["labels"], classes
 
 
 def _load_tensor(path: Path) -> torch.Tensor:
@@ -106,7 +112,7 @@ def _load_tensor(path: Path) -> torch.Tensor:
                                  f"({str(error).splitlines()[0][:120]})") from None
     if not isinstance(value, torch.Tensor):
         raise LatentDistillError(f"{path} holds a {type(value).__name__}, not a tensor")
-    return value
+    return value.detach()  # a saved nn.Parameter comes back requiring gradients
 
 
 def _from_tensors(path: Path, images: torch.Tensor, labels: torch.Tensor, named: list[str] | None, source: SetSource,
@@ -125,7 +131,7 @@ def _from_tensors(path: Path, images: torch.Tensor, labels: torch.Tensor, named:
     hard, soft = _labels(path, labels, len(images), len(classes))
     metadata = {"format_version": FORMAT_VERSION, "task": "classification", "classes": list(classes), "notes": notes}
     if images.dtype == torch.uint8:
-        if source.normalization or source.zca_eps:
+        if source.normalization or source.zca_eps is not None:
             raise LatentDistillError(f"{path} holds uint8 images: --normalization and --zca are for float tensors")
         pixels = images
     elif images.is_floating_point():
@@ -136,11 +142,12 @@ def _from_tensors(path: Path, images: torch.Tensor, labels: torch.Tensor, named:
             raise LatentDistillError(f"{path} holds float images: say how they are normalised with --normalization "
                                      "(unit for [0, 1], cifar10, cifar100, imagenet, or MEAN/STD such as 0.5,0.5,0.5/0.5,0.5,0.5)")
         mean, std = named_statistics(source.normalization)
-        if source.zca_eps:
+        if source.zca_eps is not None:
             metadata["whitened"] = {"mean": mean, "std": std, "eps": source.zca_eps}
             metadata["zca"] = {"eps": source.zca_eps, "fingerprint": "stated with --zca"}
         else:
             pixels = _to_pixels(pixels, mean, std)
+            metadata["zca"] = None  # stated as not whitened: evaluated without ZCA, whatever data.zca says
     else:
         raise LatentDistillError(f"{path}: images must be uint8 or float, got {str(images.dtype).replace('torch.', '')}")
     metadata["storage_dtype"] = str(images.dtype).replace("torch.", "")
@@ -148,9 +155,10 @@ def _from_tensors(path: Path, images: torch.Tensor, labels: torch.Tensor, named:
 
 
 def _labels(path: Path, labels: torch.Tensor, count: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Hard labels (N,) in range, or soft ones (N, C): probability rows, or logits (DATM stores logits, which its
-    soft cross-entropy passes through a softmax) turned into probabilities. Returns (hard, soft or None)."""
-    if labels.dim() == 1 and not labels.is_floating_point() and labels.dtype != torch.bool:
+    """Hard labels (N,) in range, or soft ones (N, C): probability rows (renormalised), or logits (DATM stores
+    logits, which its soft cross-entropy passes through a softmax) turned into probabilities. Returns (hard, soft
+    or None)."""
+    if labels.dim() == 1 and labels.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
         if len(labels) != count:
             raise LatentDistillError(f"{path}: {len(labels)} labels for {count} images")
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
@@ -160,13 +168,14 @@ def _labels(path: Path, labels: torch.Tensor, count: int, num_classes: int) -> t
     if labels.dim() == 2 and labels.is_floating_point():
         if labels.shape != (count, num_classes):
             raise LatentDistillError(f"{path}: soft labels must be ({count}, {num_classes}), got {tuple(labels.shape)}")
-        values = labels.float()
+        values = labels.double()
         if not bool(torch.isfinite(values).all()):
             raise LatentDistillError(f"{path}: labels hold non-finite values (NaN or infinity)")
-        is_probability = bool((values >= 0).all()) and torch.allclose(values.sum(1), torch.ones(count), atol=1e-3)
-        soft = values if is_probability else values.softmax(dim=1)
-        return soft.argmax(dim=1), soft
-    raise LatentDistillError(f"{path}: labels must be int (N,) or float (N, classes), got "
+        # probabilities as another tool stored them (bf16, fp16: sums a little off 1), or logits
+        is_probability = bool((values >= -1e-6).all()) and bool(((values.sum(1) - 1).abs() <= 1e-2).all())
+        soft = values.clamp(min=0) / values.clamp(min=0).sum(1, keepdim=True) if is_probability else values.softmax(dim=1)
+        return soft.argmax(dim=1), soft.float()
+    raise LatentDistillError(f"{path}: labels must be integer (N,) (int8-64 or uint8) or float (N, classes), got "
                              f"{str(labels.dtype).replace('torch.', '')} {tuple(labels.shape)}")
 
 
@@ -194,10 +203,16 @@ def set_storage(distilled: DistilledSet, source: Path) -> dict:
     return storage_of_tensors(tensors, distilled.labels, distilled.classes, stored)
 
 
+# What metadata.json (our ImageFolder export) may carry back into an evaluation: the keys ``validate`` checks and
+# the record keys. How the images are stored is never read from it: they are PNGs, uint8 pixels.
+_FOLDER_METADATA = ("dataset", "ipc", "seed", "autoencoder", "prior", "config", "versions", "learned", "zca", "storage_ipc",
+                    "distill_iterations", "distill_minutes", "normalization")
+
+
 def _read_image_folder(path: Path, classes: list[str], resolution: int) -> DistilledSet:
     """``DIR/<class>/*``: the folders must be the real data's classes (a class may be empty of images but
     not missing); ``labels.json`` (soft labels by file) and ``metadata.json`` are read when present."""
-    folder = ImageFolder.scan(path.parent, path.name)
+    folder = ImageFolder.scan(path.parent, path.name, allow_empty=True)
     if list(folder.classes) != list(classes):
         raise LatentDistillError(f"{path} has class folders {list(folder.classes)}; the real data has {classes}")
     images = torch.empty(len(folder.files), 3, resolution, resolution, dtype=torch.uint8)
@@ -206,19 +221,30 @@ def _read_image_folder(path: Path, classes: list[str], resolution: int) -> Disti
         if image.size != (resolution, resolution):
             raise LatentDistillError(f"{file} is {image.size[0]}x{image.size[1]}; config key 'data.resolution' is {resolution}")
         images[row] = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3).permute(2, 0, 1)
-    metadata = _json(path / "metadata.json") if (path / "metadata.json").is_file() else {}
+    saved = _json(path / "metadata.json") if (path / "metadata.json").is_file() else {}
+    metadata = {key: saved[key] for key in _FOLDER_METADATA if key in saved}
     metadata.update({"format_version": FORMAT_VERSION, "task": "classification", "classes": list(classes)})
     soft = None
     if (path / "labels.json").is_file():
-        rows = _json(path / "labels.json").get("soft_labels", {})
         names = [file.relative_to(path).as_posix() for file in folder.files]
-        missing = [name for name in names if name not in rows]
-        if missing:
-            raise LatentDistillError(f"{path / 'labels.json'} has no soft label for {missing[0]}")
-        soft = torch.tensor([rows[name] for name in names], dtype=torch.float32)
-        _labels(path / "labels.json", soft, len(names), len(classes))  # checks shape, values
-    metadata.setdefault("storage_dtype", "uint8")
-    return DistilledSet(None, torch.tensor(folder.labels), images, None, metadata, soft)
+        rows = _soft_label_rows(path / "labels.json", names, len(classes))
+        soft = _labels(path / "labels.json", torch.tensor(rows, dtype=torch.float64), len(names), len(classes))[1]
+    return DistilledSet(None, torch.tensor(folder.labels, dtype=torch.long), images, None, metadata, soft)
+
+
+def _soft_label_rows(path: Path, names: list[str], num_classes: int) -> list[list[float]]:
+    """``labels.json``'s ``soft_labels``: one row of ``num_classes`` numbers per image file, checked before use."""
+    rows = _json(path).get("soft_labels")
+    if not isinstance(rows, dict):
+        raise LatentDistillError(f"{path}: 'soft_labels' must map each image file to its row of {num_classes} numbers")
+    for name in names:
+        row = rows.get(name)
+        if row is None:
+            raise LatentDistillError(f"{path} has no soft label for {name}")
+        if not isinstance(row, list) or len(row) != num_classes or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
+            raise LatentDistillError(f"{path}: the soft label of {name} must be {num_classes} numbers")
+    return [rows[name] for name in names]
 
 
 def _json(path: Path) -> dict:

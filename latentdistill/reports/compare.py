@@ -63,27 +63,51 @@ def _record(path: Path) -> dict:
     report = _read_json(report_path)
     if "networks" not in report:
         raise LatentDistillError(f"{report_path} is not a classification report (compare reads classification reports)")
-    metadata = _file_metadata(report)
-    config = metadata.get("config") or _config_beside(report_path)
-    distill, prior, autoencoder = config.get("distill", {}), config.get("prior", {}), config.get("autoencoder", {})
-    storage = report.get("storage") or {}
-    source = metadata.get("source", {}).get("format") if metadata else None
+    source = report.get("set") if isinstance(report.get("set"), dict) else None  # a set another method made
+    metadata = {} if source else _file_metadata(report)
+    # what the set was: its own distillation's config (in the file, or beside a run's report), never the
+    # config an evaluation of another method's set happened to run with
+    config = {} if source else (metadata.get("config") or _config_beside(report_path))
+    config = config if isinstance(config, dict) else {}
+    distill, prior, autoencoder = (_section(config, key) for key in ("distill", "prior", "autoencoder"))
+    storage = report.get("storage") if isinstance(report.get("storage"), dict) else {}
     record = {
         "run": str(path), "dataset": report.get("dataset", ""), "IPC": report.get("ipc", ""),
-        "objective": distill.get("objective", source or ""), "prior": prior.get("name", ""),
-        "parameterisation": _parameterisation(autoencoder, distill),
+        "objective": f"({source.get('format', 'other')} set)" if source else distill.get("objective", ""),
+        "prior": prior.get("name", ""), "parameterisation": _parameterisation(autoencoder, distill),
         "storage (img/class)": storage.get("image_equivalent", ""),
+        "random IPC": report.get("random_real_ipc", report.get("ipc", "")),
     }
+    if not isinstance(report["networks"], dict):
+        raise LatentDistillError(f"{report_path} is not a classification report ('networks' is not an object)")
     for net, rows in report["networks"].items():
+        if not isinstance(rows, dict):
+            continue
         for key, title in SET_COLUMNS:
             if key in rows:
-                record[f"{net} {title}"] = f"{rows[key]['mean']:.2f} ± {rows[key]['std']:.2f}"
+                record[f"{net} {title}"] = _mean_std(rows[key], report_path)
+        scores = rows.get("scores") if isinstance(rows.get("scores"), dict) else {}
         for name, short in (("label_robust", "LRS"), ("augmentation_robust", "ARS")):
-            if name in rows.get("scores", {}):
-                record[f"{net} {short}"] = f"{rows['scores'][name]['score']:.3f}"
+            if isinstance(scores.get(name), dict) and _is_number(scores[name].get("score")):
+                record[f"{net} {short}"] = f"{scores[name]['score']:.3f}"
     record["distill min"] = metadata.get("distill_minutes", "")
     record["eval min"] = report.get("minutes", "")
     return record
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _mean_std(summary: object, path: Path) -> str:
+    if not isinstance(summary, dict) or not _is_number(summary.get("mean")) or not _is_number(summary.get("std")):
+        raise LatentDistillError(f"{path}: a row without a numeric mean and std (not a report latentdistill wrote)")
+    return f"{summary['mean']:.2f} ± {summary['std']:.2f}"
+
+
+def _section(config: dict, key: str) -> dict:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _config_beside(report_path: Path) -> dict:

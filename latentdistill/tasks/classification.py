@@ -196,7 +196,7 @@ class ClassificationTask:
         """uint8 images -> logits of the experts of ``buffer.dir`` (their mean at the last epoch), with this run's
         normalisation and ZCA: DATM's label initialiser, and the soft-label evaluation's teacher."""
         settings = self.config.distill
-        expects = {**self.objective_setup(data).buffer_expects, "mean": self.config.data.mean, "std": self.config.data.std}
+        expects = self.objective_setup(data).buffer_expects
         net = nets.build(settings.net, num_classes=len(data.classes), resolution=data.train.images.shape[-1],
                          width=settings.net_width, depth=settings.net_depth)
         return expert_teacher(self.buffer_directory(), expects, net, self.normalize(data), device)
@@ -204,7 +204,8 @@ class ClassificationTask:
     def objective_setup(self, data: PreparedData) -> ObjectiveSetup:
         settings = self.config.distill
         expects = {"net": settings.net, "width": settings.net_width, "depth": settings.net_depth,
-                   "resolution": self.config.data.resolution, "zca": self.config.data.zca_eps if self.config.data.zca else None}
+                   "resolution": self.config.data.resolution, "zca": self.config.data.zca_eps if self.config.data.zca else None,
+                   "mean": self.config.data.mean, "std": self.config.data.std}  # the experts saw inputs normalised so
         settings = dataclasses.replace(settings, ipc=self.ipc(data))  # DC's loop lengths follow the latents per class
         return ObjectiveSetup(settings, DifferentiableAugment(self.config.augment), CrossEntropy(), self.config.precision,
                               self.buffer_directory(), expects)
@@ -262,8 +263,10 @@ class ClassificationTask:
                     "labels": evaluation.labels, "teacher": teacher.name if teacher is not None else None,
                     "soft_label_loss": "soft cross-entropy to the soft labels (= KL up to a constant)"
                     if evaluation.labels == "soft" else None,
-                    "zca": {"eps": data.zca.eps, "fingerprint": data.zca.fingerprint} if data.zca is not None else None}
+                    "zca": {"eps": data.zca.eps, "fingerprint": data.zca.fingerprint} if data.zca is not None else None,
+                    "normalization": {"mean": task.config.data.mean, "std": task.config.data.std}}  # as resolved
         return {"dataset": distilled.metadata.get("dataset", Path(config.data.root).name), "ipc": report.pop("ipc"),
+                **({"set": distilled.metadata["source"]} if "source" in distilled.metadata else {}),
                 "protocol": {**protocol, **self.protocol(evaluation, device)}, "storage": set_storage(distilled, source),
                 "notes": judging.notes, **report}
 

@@ -22,12 +22,13 @@ from latentdistill.distill.synthetic import ImageGenerator, SyntheticSet
 from latentdistill.errors import LatentDistillError
 from latentdistill.export import FORMAT_VERSION, DistilledSet, package_versions, read_distilled, write_distilled
 from latentdistill.export.folders import export_set
-from latentdistill.export.sets import SetSource
+from latentdistill.export.sets import SetSource, detect_format
 from latentdistill.priors import PRIORS, build_prior
 from latentdistill.run_folder import DISTILL_FIXED, DISTILL_MAY_CHANGE, RunFolder, changed_key, describe_change
 from latentdistill.runtime import Processes, resolve_device
 from latentdistill.tasks import build_task
 from latentdistill.tasks.classification import ClassificationTask
+from latentdistill.tasks.judging import prepare_judging
 from latentdistill.trackers import Trackers, check_tracker_names
 from latentdistill.workflows.common import autoencoder_of, read_any_set, setup, write_report_page
 from latentdistill.workflows.super_resolution import run_sr_eval, run_sr_train  # noqa: F401 - verbs of this module
@@ -97,9 +98,11 @@ def run_distill(config: RunConfig, resume: bool = False, processes: Processes | 
             task.save_grid(images, current.labels, folder.snapshot(done).with_suffix(".png") if done else folder.start_grid)
 
         trackers = Trackers(config.log_with if processes.is_main else [], folder.path.name, folder.path / "trackers", resolved)
-        synthetic = distill(problem, objective, config.distill, generator, folder, resolved, config.seed, device,
-                            processes, resume=resume, progress=progress, on_snapshot=snapshot, on_record=trackers.log)
-        trackers.finish()
+        try:
+            synthetic = distill(problem, objective, config.distill, generator, folder, resolved, config.seed, device,
+                                processes, resume=resume, progress=progress, on_snapshot=snapshot, on_record=trackers.log)
+        finally:
+            trackers.finish()
         if processes.is_main:
             task.save_grid(export(synthetic, config.distill.iterations, folder.distilled), synthetic.labels, folder.grid)
             write_report_page(folder)
@@ -203,11 +206,18 @@ def run_train_prior(config: RunConfig, resume: bool = False, progress: bool = Tr
 def run_export(path: str | Path, target: str, directory: str | Path, config: RunConfig | None = None,
                source: SetSource | None = None, push_to_hub: str | None = None, progress: bool = True) -> Path:
     """``latentdistill export``: a set as an ImageFolder of PNGs or a Hugging Face dataset. Our file needs no
-    config; a set in another format is read against the real data ``config`` names."""
-    path = Path(path)
+    config; a set in another format is read against the real data ``config`` names (and a whitened one is
+    unwhitened with that data's ZCA, so the export holds pixels)."""
+    path, source = Path(path), source or SetSource()
     if config is None:
+        if source != SetSource() or not path.is_file() or detect_format(path) != "distilled":
+            raise LatentDistillError(f"{path} is not a latentdistill file: pass --config (and key=value overrides) naming "
+                                     "the real data its classes are read against (data.root)")
         distilled = read_distilled(path)
     else:
         setup(config)
         distilled = read_any_set(path, config, source)
+        if "whitened" in distilled.metadata:
+            distilled.images = prepare_judging(ClassificationTask, config, distilled, path, progress).images
+            del distilled.metadata["whitened"]
     return export_set(distilled, target, directory, push_to_hub, progress=progress)

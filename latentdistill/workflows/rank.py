@@ -32,6 +32,8 @@ def run_rank_nets(file: str | Path, config: RunConfig, spec: str, full_epochs: i
     The file is only read; every path comes from ``config``, the file's metadata only has to agree with it
     (task, classes, resolution). Runs in one process."""
     setup(config)
+    if full_epochs is not None and full_epochs < 1:
+        raise LatentDistillError(f"--full-epochs must be at least 1, got {full_epochs}")
     path = Path(file)
     distilled = read_any_set(path, config, source)  # ours, or another method's (``export.sets``)
     check_compatible(config, distilled, path)  # refused before any folder is made or any network trained
