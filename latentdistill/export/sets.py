@@ -108,8 +108,10 @@ def _load_tensor(path: Path) -> torch.Tensor:
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load raises many types for a bad or unsafe file
-        raise LatentDistillError(f"{path} is not a tensor file torch.load(weights_only=True) reads "
-                                 f"({str(error).splitlines()[0][:120]})") from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if reason.startswith("Weights only load failed"):  # torch's long explanation of its safe loader
+            reason = "not a torch.save file of tensors only"
+        raise LatentDistillError(f"{path} is not a tensor file torch.load(weights_only=True) reads ({reason[:120]})") from None
     if not isinstance(value, torch.Tensor):
         raise LatentDistillError(f"{path} holds a {type(value).__name__}, not a tensor")
     return value.detach()  # a saved nn.Parameter comes back requiring gradients
