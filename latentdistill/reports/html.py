@@ -35,17 +35,22 @@ def write_html_report(folder: str | Path) -> Path:
 
 def render_page(files: RunFiles) -> str:
     """The whole page, from files already read: no I/O here."""
-    sections = [
-        ("Distilled set", sets_html(files)),
-        ("Snapshots", snapshots_html(files)),
-        ("Loss", loss_html(files)),
-        ("Evaluation", evaluation_html(files)),
-        *([("Architecture ranking", ranking_html(files.ranking))] if files.ranking else []),
-        ("Storage per class", _storage_section(files)),
-        ("Notes", notes_html(files)),
-        ("Resolved config", config_html(files)),
-        ("Package versions", versions_html(files)),
-    ]
+    if files.ranking and files.distilled is None and not files.log and files.report is None:
+        # a rank-nets-N folder: its ranking, and what it ran with; the run's own sections live in the run's folder
+        sections = [("Architecture ranking", ranking_html(files.ranking)), ("Resolved config", config_html(files)),
+                    ("Package versions", versions_html(files))]
+    else:
+        sections = [
+            ("Distilled set", sets_html(files)),
+            ("Snapshots", snapshots_html(files)),
+            ("Loss", loss_html(files)),
+            ("Evaluation", evaluation_html(files)),
+            *([("Architecture ranking", ranking_html(files.ranking))] if files.ranking else []),
+            ("Storage per class", _storage_section(files)),
+            ("Notes", notes_html(files)),
+            ("Resolved config", config_html(files)),
+            ("Package versions", versions_html(files)),
+        ]
     body = "".join(f'<section id="{escape(title.lower().replace(" ", "-"))}"><h2>{escape(title)}</h2>'
                    f"{content}</section>" for title, content in sections)
     title = f"latentdistill report: {display_path(files.folder.resolve().name)}"
@@ -92,7 +97,7 @@ def _facts(files: RunFiles) -> list[tuple[str, object]]:
     dataset = meta.get("dataset") or report.get("dataset") or (Path(str(config["data"]["root"])).name
                                                                if _lookup(config, "data.root") else None)
     autoencoder = meta.get("autoencoder") or config.get("autoencoder") or {}
-    ipc = meta.get("ipc", report.get("ipc"))
+    ipc = meta.get("ipc", report.get("ipc", (files.ranking or {}).get("ipc")))
     if meta.get("storage_ipc"):
         images = "1 image" if meta["storage_ipc"] == 1 else f"{meta['storage_ipc']} images"
         ipc = f"{ipc} latents per class (the bytes of {images} per class)"
