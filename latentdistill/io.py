@@ -9,6 +9,7 @@ it was, and raises ``WriteError``: a one-line ``LatentDistillError`` naming the 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -144,3 +145,15 @@ def read_safetensors(path: Path, what: str = "checkpoint") -> tuple[dict[str, to
             return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise LatentDistillError(f"{what} {display_path(path)} is unreadable ({error_reason(error)})") from None
+
+
+def read_json_object(path: str | Path, what: str = "JSON object") -> dict:
+    """A JSON file that must hold an object (a report, a metadata or labels file); anything else, an unreadable
+    file or broken JSON is one line naming the file and ``what`` it should be."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LatentDistillError(f"{display_path(path)} is not a readable {what} ({str(error).splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise LatentDistillError(f"{display_path(path)} is not a {what} (a JSON object)")
+    return value

@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from latentdistill.data.image_folder import ImageFolder, read_rgb
 from latentdistill.errors import LatentDistillError
 from latentdistill.export import FORMAT_VERSION, DistilledSet, read_distilled, validate
+from latentdistill.io import read_json_object
 from latentdistill.runtime import named_statistics
 from latentdistill.storage import storage_of_tensors, storage_per_class
 
@@ -223,7 +224,7 @@ def _read_image_folder(path: Path, classes: list[str], resolution: int) -> Disti
         if image.size != (resolution, resolution):
             raise LatentDistillError(f"{file} is {image.size[0]}x{image.size[1]}; config key 'data.resolution' is {resolution}")
         images[row] = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3).permute(2, 0, 1)
-    saved = _json(path / "metadata.json") if (path / "metadata.json").is_file() else {}
+    saved = read_json_object(path / "metadata.json", "metadata file") if (path / "metadata.json").is_file() else {}
     metadata = {key: saved[key] for key in _FOLDER_METADATA if key in saved}
     metadata.update({"format_version": FORMAT_VERSION, "task": "classification", "classes": list(classes)})
     soft = None
@@ -236,7 +237,7 @@ def _read_image_folder(path: Path, classes: list[str], resolution: int) -> Disti
 
 def _soft_label_rows(path: Path, names: list[str], num_classes: int) -> list[list[float]]:
     """``labels.json``'s ``soft_labels``: one row of ``num_classes`` numbers per image file, checked before use."""
-    rows = _json(path).get("soft_labels")
+    rows = read_json_object(path, "labels file").get("soft_labels")
     if not isinstance(rows, dict):
         raise LatentDistillError(f"{path}: 'soft_labels' must map each image file to its row of {num_classes} numbers")
     for name in names:
@@ -247,14 +248,3 @@ def _soft_label_rows(path: Path, names: list[str], num_classes: int) -> list[lis
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
             raise LatentDistillError(f"{path}: the soft label of {name} must be {num_classes} numbers")
     return [rows[name] for name in names]
-
-
-def _json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise LatentDistillError(f"{path} is not readable JSON ({str(error).splitlines()[0]})") from None
-    if not isinstance(value, dict):
-        raise LatentDistillError(f"{path} must hold a JSON object")
-    return value
-

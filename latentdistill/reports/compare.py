@@ -16,6 +16,7 @@ import yaml
 from safetensors import SafetensorError, safe_open
 
 from latentdistill.errors import LatentDistillError
+from latentdistill.io import read_json_object
 
 # Columns per network: the report's row name, and the column's title.
 SET_COLUMNS = (("distilled", "distilled"), ("distilled_soft", "distilled soft"), ("random_real", "random"),
@@ -36,16 +37,6 @@ def _report_path(path: Path) -> Path:
     return report
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise LatentDistillError(f"{path} is not a readable report ({str(error).splitlines()[0]})") from None
-    if not isinstance(value, dict):
-        raise LatentDistillError(f"{path} is not a report (a JSON object)")
-    return value
-
-
 def _file_metadata(report: dict) -> dict:
     """The distilled file's metadata (config, distill minutes), when the file is still where the report says."""
     file = Path(report.get("distilled_file", ""))
@@ -60,7 +51,7 @@ def _file_metadata(report: dict) -> dict:
 
 def _record(path: Path) -> dict:
     report_path = _report_path(path)
-    report = _read_json(report_path)
+    report = read_json_object(report_path, "report")
     if "networks" not in report:
         raise LatentDistillError(f"{report_path} is not a classification report (compare reads classification reports)")
     source = report.get("set") if isinstance(report.get("set"), dict) else None  # a set another method made
