@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.classification import ROW_NAMES
 from latentdistill.export import DistilledSet, read_distilled
-from latentdistill.io import display_path, error_reason
+from latentdistill.io import display_path, error_reason, read_json_object
 from latentdistill.run_folder import RunFolder
 from latentdistill.storage import storage_per_class
 
@@ -81,10 +81,10 @@ def read_run_folder(path: str | Path) -> RunFiles:
         files.start_png = _read_png(folder.start_grid)
     files.snapshots = _read_snapshots(folder.path / "snapshots")
     if folder.report.is_file():
-        files.report = _read_json(folder.report)
+        files.report = read_json_object(folder.report, "report")
         check_report(files.report, folder.report)
     if (folder.path / RANK_NETS_FILE).is_file():
-        files.ranking = _read_json(folder.path / RANK_NETS_FILE)
+        files.ranking = read_json_object(folder.path / RANK_NETS_FILE, "rank-nets report")
     files.present = [name for name in EXPECTED if (folder.path / name).is_file()]
     files.date = _date(folder.path, [folder.DISTILLED, folder.REPORT, folder.CONFIG])
     return files
@@ -108,16 +108,6 @@ def _read_yaml(path: Path) -> tuple[str, dict]:
     if values is not None and not isinstance(values, dict):
         raise LatentDistillError(f"{display_path(path)} is not a config (a YAML mapping)")
     return text, values or {}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        values = json.loads(_read_text(path))
-    except json.JSONDecodeError as error:
-        raise LatentDistillError(f"{display_path(path)} is not valid JSON ({error.msg}, line {error.lineno})") from None
-    if not isinstance(values, dict):
-        raise LatentDistillError(f"{display_path(path)} is not a report (a JSON object)")
-    return values
 
 
 def _read_log(path: Path) -> tuple[list[tuple[int, float]], int]:
