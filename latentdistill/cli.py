@@ -274,7 +274,8 @@ def _single(args, config, overrides, source) -> None:
         print(f"SR model: {workflows.run_sr_train(config, args.source, progress=progress)}")
     elif args.verb == "buffer":
         folder = workflows.run_buffer(config, progress=progress)
-        print(f"expert buffer: {folder} (use it with distill.objective=mtt buffer.dir={folder})")
+        use = "distill.objective=gm distill.matching_nets=experts" if config.task == "sr" else "distill.objective=mtt"
+        print(f"expert buffer: {folder} (use it with {use} buffer.dir={folder})")
     else:
         folder = workflows.run_train_prior(config, resume=args.resume, progress=progress)
         print(f"trained prior: {folder} (use it with prior.name=diffusion prior.denoiser={folder})")

@@ -174,7 +174,7 @@ def test_pixel_space_is_the_identity_autoencoder(tmp_path):
 
 def test_batched_gradient_matching_with_the_reconstruction_loss():
     """Task sr: pseudo-classes of unequal synthetic counts form separate vmapped groups; same gradients."""
-    from latentdistill.tasks.super_resolution import Reconstruction
+    from latentdistill.tasks.sr_matching import Reconstruction
 
     torch.manual_seed(0)
     net = nets.build("espcn", scale=2, task="sr")

@@ -13,9 +13,9 @@ from latentdistill import nets, workflows
 from latentdistill.cli import main
 from latentdistill.config import load_config
 from latentdistill.data.zca import fit_zca, load_or_fit_zca
+from latentdistill.distill.buffer import StartWindow
 from latentdistill.distill.checkpoint import load_checkpoint
 from latentdistill.distill.classifier_training import TrainingStream, sgd_epoch
-from latentdistill.distill.trajectory_matching import StartWindow
 from latentdistill.errors import LatentDistillError
 from latentdistill.export import DistilledSet, read_distilled, write_distilled
 from latentdistill.run_folder import RunFolder

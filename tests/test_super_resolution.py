@@ -10,17 +10,20 @@ import torch
 from PIL import Image
 
 from latentdistill.cli import main
-from latentdistill.config import SuperResolutionConfig, load_config
+from latentdistill.config import SR_PROTOCOLS, SuperResolutionConfig, load_config
 from latentdistill.data.super_resolution import extract_patches, load_hr_images, make_lr, modcrop
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.super_resolution import (
     evaluate_sr,
     load_sr_model,
     make_lr_patches,
+    protocol_record,
     pruned_subset,
     psnr_y,
     rgb_to_y,
     save_sr_model,
+    set_row,
+    sr_protocol,
     ssim_y,
     train_sr,
 )
@@ -150,7 +153,10 @@ def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
     assert report["patches"]["random"] == report["patches"]["pruned"] == 24
     assert len(report["results"]["distilled"]["test"]["psnr"]["runs"]) == 2
     printed = capsys.readouterr().out
-    assert "| distilled | 24 |" in printed
+    assert "| distilled (3 matching steps) | 24 |" in printed
+    # the protocol is named in the report and the table: the config's own numbers make it a modified quick one
+    assert report["protocol"]["name"] == "quick, modified (iterations=5, batch_size=4)"
+    assert "(quick, modified (iterations=5, batch_size=4) protocol)" in printed
 
     # gm as well, and the SR verbs on the result
     code = main(["--no-progress", "distill", "--config", str(config), "distill.objective=gm", f"output_dir={tmp_path / 'gm'}"])
@@ -185,3 +191,72 @@ def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
     assert "'sr.scale'" in capsys.readouterr().err and not (tmp_path / "x4").exists()
     assert main(["--no-progress", "distill", "--config", str(config), "sr.pool=0.1", f"output_dir={tmp_path / 'bad'}"]) == 2
     assert "'sr.pool'" in capsys.readouterr().err
+
+
+def test_sr_protocols_are_named_and_a_changed_one_says_so():
+    quick = sr_protocol(SuperResolutionConfig())
+    assert quick is SR_PROTOCOLS["quick"] and (quick.iterations, quick.batch_size, quick.lr) == (3000, 32, 1e-3)
+    converged = sr_protocol(SuperResolutionConfig(protocol="converged"))
+    assert converged.name == "converged" and converged.iterations > 10 * quick.iterations
+    same = sr_protocol(SuperResolutionConfig(iterations=3000))  # the protocol's own number changes nothing
+    assert same is quick
+    changed = sr_protocol(SuperResolutionConfig(protocol="converged", lr=5e-4))
+    assert changed.name == "converged, modified (lr=0.0005)" and changed.iterations == converged.iterations
+    assert protocol_record(changed)["name"] == changed.name
+    with pytest.raises(LatentDistillError) as error:
+        load_config(None, ["sr.protocol=slow"])
+    assert "'sr.protocol'" in one_line(error) and "converged" in one_line(error)
+    with pytest.raises(LatentDistillError) as error:
+        load_config(None, ["sr.iterations=many"])
+    assert "'sr.iterations'" in one_line(error)
+
+
+def test_a_set_is_called_distilled_only_when_it_took_matching_steps():
+    assert set_row({"distill_iterations": 40}) == ("distilled", "distilled (40 matching steps)")
+    assert set_row({"distill_iterations": 0, "pool": 0.1}) == ("pool", "pruned pool through the autoencoder (zero matching steps)")
+    assert set_row({"distill_iterations": 0, "pool": 1.0})[1] == "random patches through the autoencoder (zero matching steps)"
+    assert set_row({})[0] == "set"
+
+
+def test_sr_experts_and_gradient_matching_on_trained_networks(tmp_path, capsys):
+    root = make_sr_folders(tmp_path / "sr")
+    save_tiny_autoencoder(tmp_path / "autoencoder")
+    config = tmp_path / "sr.yaml"
+    config.write_text(json.dumps({
+        "task": "sr", "output_dir": str(tmp_path / "run"), "device": "cpu",
+        "autoencoder": {"name_or_path": str(tmp_path / "autoencoder")}, "cache": {"dir": str(tmp_path / "cache")},
+        "buffer": {"dir": str(tmp_path / "buffer"), "experts": 1, "epochs": 2},
+        "distill": {"objective": "gm", "matching_nets": "experts", "min_start_epoch": 1, "max_start_epoch": 3,
+                    "outer_loop": 1, "iterations": 2, "real_batch": 4, "lr": 0.01, "optimizer": "adam"},
+        "sr": {"train": [str(root / "train")], "test": [str(root / "test")], "scale": 2, "patch_size": 16, "stride": 16,
+               "budget": 0.25, "pseudo_classes": 2, "synthetic_batch": 2, "net": "espcn", "iterations": 5,
+               "batch_size": 4, "runs": 1},
+    }))
+    # no buffer yet: one line saying how to make it, before any distillation
+    assert main(["--no-progress", "distill", "--config", str(config)]) == 2
+    assert "latentdistill buffer" in capsys.readouterr().err
+    assert main(["--no-progress", "buffer", "--config", str(config)]) == 0
+    assert "distill.matching_nets=experts" in capsys.readouterr().out
+    first = tmp_path / "buffer" / "expert-000.safetensors"
+    trajectory = read_safetensors(first)[0]["trajectory"]
+    assert trajectory.shape[0] == 3 and not torch.equal(trajectory[0], trajectory[2])  # init + 2 epochs, trained
+    meta = json.loads((tmp_path / "buffer" / "meta.json").read_text())
+    assert meta["task"] == "sr" and meta["optimizer"] == "adam" and meta["batch_size"] == 4
+    # more experts later: the finished one is kept as it is
+    stamp = first.stat().st_mtime_ns
+    assert main(["--no-progress", "buffer", "--config", str(config), "buffer.experts=2"]) == 0
+    assert first.stat().st_mtime_ns == stamp and (tmp_path / "buffer" / "expert-001.safetensors").is_file()
+    # gradient matching on the experts' networks moves the latents
+    assert main(["--no-progress", "distill", "--config", str(config)]) == 0
+    distilled = read_distilled(tmp_path / "run" / "distilled.safetensors")
+    # the run's start: the same seed with zero steps
+    assert main(["--no-progress", "distill", "--config", str(config), "distill.iterations=0", f"output_dir={tmp_path / 'start'}"]) == 0
+    start = read_distilled(tmp_path / "start" / "distilled.safetensors")
+    assert distilled.metadata["distill_iterations"] == 2 and start.metadata["distill_iterations"] == 0
+    assert not torch.equal(distilled.latents, start.latents)
+    capsys.readouterr()
+    # a buffer of other networks, a window past its epochs, and mtt are refused in one line each
+    for override, expected in (("sr.net=fsrcnn", "net"), ("distill.max_start_epoch=5", "'distill.max_start_epoch'"),
+                               ("distill.objective=mtt", "matching_nets=experts")):
+        assert main(["--no-progress", "distill", "--config", str(config), override, f"output_dir={tmp_path / 'bad'}"]) == 2
+        assert expected in capsys.readouterr().err

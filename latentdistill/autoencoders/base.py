@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
 
 from ..errors import LatentDistillError
 
@@ -97,9 +98,10 @@ class Autoencoder(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def encode_batched(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Encode a whole dataset without holding its activations at once; returns CPU float32."""
-        return self._map_batched(self.encode, images, batch_size)
+    def encode_batched(self, images: torch.Tensor, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        """Encode a whole dataset without holding its activations at once (with a progress bar when asked);
+        returns CPU float32."""
+        return self._map_batched(self.encode, images, batch_size, "encode" if progress else None)
 
     @torch.no_grad()
     def decode_batched(self, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -107,10 +109,13 @@ class Autoencoder(nn.Module):
         return self._map_batched(self.decode, latents, batch_size)
 
     def _map_batched(
-        self, function: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int
+        self, function: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int,
+        description: str | None = None,
     ) -> torch.Tensor:
         device = self.device
-        outputs = [function(batch.to(device, torch.float32)).float().cpu() for batch in inputs.split(batch_size)]
+        batches = inputs.split(batch_size)
+        shown = tqdm(batches, desc=description, unit="batch", disable=description is None)
+        outputs = [function(batch.to(device, torch.float32)).float().cpu() for batch in shown]
         if not outputs:
             raise LatentDistillError(f"{self.kind} autoencoder was given an empty batch of shape {tuple(inputs.shape)}")
         return torch.cat(outputs)

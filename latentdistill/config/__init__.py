@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from latentdistill.config.schema import (
+    SR_PROTOCOLS,
     AugmentConfig,
     AutoencoderConfig,
     BufferConfig,
@@ -29,6 +30,7 @@ from latentdistill.config.schema import (
     EvaluateConfig,
     PriorConfig,
     RunConfig,
+    SRProtocol,
     SuperResolutionConfig,
     TrainPriorConfig,
 )
@@ -79,12 +81,13 @@ _NON_EMPTY = ("output_dir", "device")
 # Names of registered parts (task, autoencoder.kind, prior.name, networks, objectives) are checked by their
 # registries, which user code can extend (config key `imports`).
 _CHOICES = {"precision": ("fp32", "bf16"), "evaluate.labels": ("hard", "soft"), "distill.batched": (True, False, "auto"), "evaluate.batched": (True, False, "auto"),
-            "distill.optimizer": ("sgd", "adam"), "prior.kind": ("auto", "dit", "unet", "sd"),
-            "prior.residual": ("mean", "x0", "none"), "sr.scale": (2, 3, 4), "train_prior.architecture": ("dit", "unet"),
+            "distill.optimizer": ("sgd", "adam"), "distill.matching_nets": ("fresh", "experts"), "prior.kind": ("auto", "dit", "unet", "sd"),
+            "prior.residual": ("mean", "x0", "none"), "sr.scale": (2, 3, 4), "sr.protocol": tuple(SR_PROTOCOLS), "train_prior.architecture": ("dit", "unet"),
             "train_prior.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2")}
 
 # Number keys that also take a word.
-_WORDS = {"evaluate.lr": ("learned",), "data.mean": ("auto", *STATISTICS), "data.std": ("auto", *STATISTICS)}
+_WORDS = {"evaluate.lr": ("learned",), "sr.iterations": ("protocol",), "sr.batch_size": ("protocol",), "sr.lr": ("protocol",),
+          "data.mean": ("auto", *STATISTICS), "data.std": ("auto", *STATISTICS)}
 
 
 def _to_float(value: Any) -> float:
@@ -280,5 +283,5 @@ def save_config(config: RunConfig, path: str | Path) -> None:
 
 
 __all__ = ["AugmentConfig", "AutoencoderConfig", "BufferConfig", "CacheConfig", "DataConfig", "DistillConfig",
-           "EvaluateConfig", "PriorConfig", "RunConfig", "SuperResolutionConfig", "TrainPriorConfig", "apply_config_file",
+           "EvaluateConfig", "PriorConfig", "RunConfig", "SRProtocol", "SR_PROTOCOLS", "SuperResolutionConfig", "TrainPriorConfig", "apply_config_file",
            "config_from_dict", "config_to_dict", "load_config", "parse_overrides", "save_config", "update_config"]

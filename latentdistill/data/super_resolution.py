@@ -88,3 +88,9 @@ def extract_patches(images: list[torch.Tensor], size: int, stride: int) -> torch
     if not patches:
         raise LatentDistillError(f"no image is at least {size}x{size}: choose a smaller sr.patch_size")
     return torch.cat(patches).contiguous()
+
+
+def dihedral(images: torch.Tensor, flip: bool, rotations: int) -> torch.Tensor:
+    """One of the 8 flips/90-degree rotations of (..., H, W) images: the SR training augmentation."""
+    images = images.flip(-1) if flip else images
+    return torch.rot90(images, rotations, dims=(-2, -1))

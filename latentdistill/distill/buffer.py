@@ -88,6 +88,44 @@ def load_buffer(directory: str | Path) -> ExpertBuffer:
     return ExpertBuffer(directory, meta, files)
 
 
+@dataclass(frozen=True)
+class StartWindow:
+    """The expert epochs a student may start from: ``[low, upper)``, the upper bound growing linearly from
+    ``high`` to ``final_high`` over the first ``growth_iterations`` iterations (0: the whole run; ``final_high``
+    0: no growth), reaching ``final_high`` at the last of them, as DATM's schedule (integer steps: a window
+    that grows by one epoch over the whole run opens that epoch only at its end). A window whose upper bound is
+    not above ``low`` starts at ``low``."""
+
+    low: int
+    high: int
+    final_high: int = 0
+    growth_iterations: int = 0
+
+    def bounds(self, iteration: int, iterations: int) -> tuple[int, int]:
+        high = self.high
+        if self.final_high > self.high:
+            span = self.growth_iterations or iterations
+            high = min(self.final_high, self.high + (self.final_high - self.high) * (iteration + 1) // max(1, span))
+        return self.low, max(high, self.low + 1)
+
+    @property
+    def last_start(self) -> int:
+        return max(self.low, max(self.high, self.final_high) - 1)
+
+
+def load_checked_buffer(directory: str | Path | None, expects: dict | None) -> ExpertBuffer:
+    """The buffer an objective matches against, refused in one line when it is missing or its experts were
+    trained as something else than what ``expects`` says (another network, data, scale...)."""
+    if directory is None:
+        raise LatentDistillError("this objective needs an expert buffer (config key 'buffer.dir'); this task has none")
+    buffer = load_buffer(directory)
+    for key, wanted in (expects or {}).items():
+        if buffer.meta.get(key) != wanted:
+            raise LatentDistillError(f"expert buffer {buffer.directory} was trained with another {key} "
+                                     f"({buffer.meta.get(key)!r}, this run: {wanted!r})")
+    return buffer
+
+
 @dataclass
 class _Expert:
     """One expert being trained: its index, network, trajectory so far and (when resumed) momentum."""
@@ -103,6 +141,12 @@ def _start_expert(directory: Path, index: int, meta: dict, num_classes: int, res
     """A fresh expert from its own seed, or the state its partial file left."""
     torch.manual_seed(iteration_seed(seed, 1_000_000 + index))
     net = nets.build(meta["net"], num_classes=num_classes, resolution=resolution, width=meta["width"], depth=meta["depth"]).to(device)
+    return resume_expert(directory, index, net)
+
+
+def resume_expert(directory: Path, index: int, net: nn.Module) -> _Expert:
+    """Expert ``index`` starting from ``net`` (freshly initialised), or from the last epoch its partial file
+    recorded, with the optimiser state saved there (``momentum``)."""
     expert = _Expert(index, net, [flat_parameters(net)])
     partial = expert_path(directory, index, partial=True)
     if partial.exists():
@@ -115,16 +159,9 @@ def _start_expert(directory: Path, index: int, meta: dict, num_classes: int, res
     return expert
 
 
-def train_experts(training: ClassifierTraining, directory: Path, meta: dict, progress: bool = True,
-                  parallel: int = 1) -> ExpertBuffer:
-    """Train ``meta["experts"]`` networks on ``training.images`` (uint8) with SGD and record their trajectories.
-
-    ``meta`` holds the protocol (net, width, depth, epochs, lr, momentum, batch_size, ...); a folder
-    that already holds a buffer must have been made with the same protocol, and its finished experts
-    are kept. ``parallel`` experts train at once as one ``StackedNetworks`` (networks without batch norm or
-    dropout), each with the seed, data order and augmentation it has when trained alone, so the files are the
-    same up to floating-point rounding.
-    """
+def open_buffer(directory: Path, meta: dict) -> list[int]:
+    """Create the buffer folder with ``meta``, or check that the one there was made with the same protocol
+    (only the number of experts may change); the indices of the experts still to train."""
     meta_path = directory / META_FILE
     if meta_path.exists():
         try:
@@ -136,7 +173,34 @@ def train_experts(training: ClassifierTraining, directory: Path, meta: dict, pro
             raise LatentDistillError(f"expert buffer {directory} was trained with another {describe_change(changed, saved, meta)}: "
                                      "choose another buffer.dir")
     atomic_write_text(meta_path, json.dumps(meta, indent=2))  # creates the folder
-    pending = [index for index in range(int(meta["experts"])) if not expert_path(directory, index).exists()]
+    return [index for index in range(int(meta["experts"])) if not expert_path(directory, index).exists()]
+
+
+def record_epoch(directory: Path, expert: _Expert, parameters: list[torch.Tensor], final: bool,
+                 state: torch.Tensor | None = None) -> None:
+    """Append the expert's parameters after an epoch and save its trajectory atomically: the partial file
+    (with the optimiser ``state`` to resume from) until ``final``, then the finished expert file."""
+    expert.rows.append(torch.cat([p.detach().reshape(-1).float().cpu() for p in parameters]))
+    tensors = {"trajectory": torch.stack(expert.rows)}
+    if state is not None:
+        tensors["momentum"] = state
+    layout = json.dumps(parameter_layout(expert.net))
+    atomic_save_file(tensors, expert_path(directory, expert.index, partial=not final), metadata={"layout": layout})
+    if final and expert_path(directory, expert.index, partial=True).exists():
+        expert_path(directory, expert.index, partial=True).unlink()
+
+
+def train_experts(training: ClassifierTraining, directory: Path, meta: dict, progress: bool = True,
+                  parallel: int = 1) -> ExpertBuffer:
+    """Train ``meta["experts"]`` networks on ``training.images`` (uint8) with SGD and record their trajectories.
+
+    ``meta`` holds the protocol (net, width, depth, epochs, lr, momentum, batch_size, ...); a folder
+    that already holds a buffer must have been made with the same protocol, and its finished experts
+    are kept. ``parallel`` experts train at once as one ``StackedNetworks`` (networks without batch norm or
+    dropout), each with the seed, data order and augmentation it has when trained alone, so the files are the
+    same up to floating-point rounding.
+    """
+    pending = open_buffer(directory, meta)
     resolution, parallel = training.images.shape[-1], max(1, parallel)
     on_device = dataclasses.replace(training, images=training.images.to(training.device),
                                     labels=training.labels.to(training.device))  # moved once, not per expert
@@ -173,7 +237,6 @@ def _train_group(experts: list[_Expert], training: ClassifierTraining, directory
     names = ", ".join(str(e.index + 1) for e in experts)
     bar = tqdm(total=epochs * batches, initial=done * batches, desc=f"expert {names}/{meta['experts']}",
                disable=not progress, unit="batch")
-    layout = json.dumps(parameter_layout(experts[0].net))
     model.train()
     for epoch in range(done, epochs):
         streams = [TrainingStream(images, labels, torch.Generator().manual_seed(
@@ -183,16 +246,10 @@ def _train_group(experts: list[_Expert], training: ClassifierTraining, directory
         bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.mean()):.3f}")
         buffers = [optimizer.state[p].get("momentum_buffer") for p in model.parameters()]
         for member, expert in enumerate(experts):
-            parameters = member_parameters(model, member)
-            expert.rows.append(torch.cat([p.detach().reshape(-1).float().cpu() for p in parameters]))
-            tensors = {"trajectory": torch.stack(expert.rows)}
+            momentum = None
             if all(b is not None for b in buffers):
-                tensors["momentum"] = torch.cat([(b if len(experts) == 1 else b[member]).reshape(-1).float().cpu()
-                                                 for b in buffers])
-            final = epoch + 1 == epochs
-            atomic_save_file(tensors, expert_path(directory, expert.index, partial=not final), metadata={"layout": layout})
-            if final and expert_path(directory, expert.index, partial=True).exists():
-                expert_path(directory, expert.index, partial=True).unlink()
+                momentum = torch.cat([(b if len(experts) == 1 else b[member]).reshape(-1).float().cpu() for b in buffers])
+            record_epoch(directory, expert, member_parameters(model, member), epoch + 1 == epochs, momentum)
     bar.close()
 
 

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.utils import vector_to_parameters
 
 from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
+from latentdistill.distill.buffer import ExpertBuffer, StartWindow, load_checked_buffer
 from latentdistill.distill.objective import (
     OBJECTIVES,
     Criterion,
@@ -30,6 +32,7 @@ from latentdistill.distill.objective import (
     class_pairs,
     stacked_classes,
 )
+from latentdistill.errors import LatentDistillError
 from latentdistill.nets.stacked import can_stack
 from latentdistill.runtime import autocast, use_batched
 
@@ -67,8 +70,11 @@ class GradientMatching:
 
     def __init__(self, augment: DifferentiableAugment, criterion: Criterion, precision: str = "fp32",
                  outer_loop: int = 1, inner_loop: int = 1, inner_lr: float = 0.01, inner_batch: int = 256,
-                 batched: bool | str = False):
+                 batched: bool | str = False, experts: ExpertBuffer | None = None, window: StartWindow | None = None):
         self.batched = batched
+        # Matching on trained networks: each iteration's network is a random expert's at a random epoch.
+        self.experts, self.window = experts, window or StartWindow(0, 1)
+        self._trajectories: dict[int, torch.Tensor] = {}
         self.augment = augment
         self.criterion = criterion
         self.precision = precision
@@ -146,7 +152,22 @@ class GradientMatching:
             total = total + gradient_distance(list(g_real.values()), list(g_syn.values()), leading=1)
         return total
 
+    def load_expert(self, context: IterationContext) -> None:
+        """Set ``context.net`` to a random expert's parameters at a random epoch of the window."""
+        index = int(torch.randint(len(self.experts.files), (1,), generator=context.generator))
+        low, high = self.window.bounds(context.iteration, context.iterations)
+        epoch = int(torch.randint(low, high, (1,), generator=context.generator))
+        if index not in self._trajectories:
+            self._trajectories[index] = self.experts.trajectory(index)
+        trajectory = self._trajectories[index]
+        if trajectory.shape[1] != sum(p.numel() for p in context.net.parameters()):
+            raise LatentDistillError(f"expert buffer {self.experts.directory} was trained on another network than the one matched")
+        with torch.no_grad():
+            vector_to_parameters(trajectory[epoch].to(context.device), context.net.parameters())
+
     def iteration(self, context: IterationContext) -> list[float]:
+        if self.experts is not None:
+            self.load_expert(context)
         net, generator, labels = context.net, context.generator, context.synthetic_labels
         net_optimizer = torch.optim.SGD(net.parameters(), lr=self.inner_lr)
         losses = []
@@ -177,5 +198,12 @@ class GradientMatching:
 def build_gradient_matching(setup: ObjectiveSetup) -> GradientMatching:
     settings = setup.settings
     outer, inner = loop_lengths(settings.ipc, settings.outer_loop, settings.inner_loop)
+    experts = window = None
+    if settings.matching_nets == "experts":
+        experts = load_checked_buffer(setup.buffer_dir, setup.buffer_expects)
+        window = StartWindow(settings.min_start_epoch, settings.max_start_epoch)
+        if window.last_start > experts.epochs:
+            raise LatentDistillError(f"config key 'distill.max_start_epoch' ({settings.max_start_epoch}) reaches past the "
+                                     f"{experts.epochs} epochs recorded in the buffer {experts.directory}")
     return GradientMatching(setup.augment, setup.criterion, setup.precision, outer, inner, settings.inner_lr,
-                            settings.inner_batch, settings.batched)
+                            settings.inner_batch, settings.batched, experts, window)

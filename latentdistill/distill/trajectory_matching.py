@@ -18,14 +18,12 @@ rather than with every step's activations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.buffer import ExpertBuffer, load_buffer, parameter_layout, unflatten
+from latentdistill.distill.buffer import ExpertBuffer, StartWindow, load_checked_buffer, parameter_layout, unflatten
 from latentdistill.distill.objective import OBJECTIVES, Criterion, IterationContext, ObjectiveSetup
 from latentdistill.errors import LatentDistillError
 from latentdistill.runtime import autocast
@@ -48,31 +46,6 @@ def student_steps(net, layout, parameters: torch.Tensor, images: torch.Tensor, l
         (gradient,) = torch.autograd.grad(loss, parameters, create_graph=True)
         parameters = parameters - synthetic_lr * gradient
     return parameters
-
-
-@dataclass(frozen=True)
-class StartWindow:
-    """The expert epochs a student may start from: ``[low, upper)``, the upper bound growing linearly from
-    ``high`` to ``final_high`` over the first ``growth_iterations`` iterations (0: the whole run; ``final_high``
-    0: no growth), reaching ``final_high`` at the last of them, as DATM's schedule (integer steps: a window
-    that grows by one epoch over the whole run opens that epoch only at its end). A window whose upper bound is
-    not above ``low`` starts at ``low``."""
-
-    low: int
-    high: int
-    final_high: int = 0
-    growth_iterations: int = 0
-
-    def bounds(self, iteration: int, iterations: int) -> tuple[int, int]:
-        high = self.high
-        if self.final_high > self.high:
-            span = self.growth_iterations or iterations
-            high = min(self.final_high, self.high + (self.final_high - self.high) * (iteration + 1) // max(1, span))
-        return self.low, max(high, self.low + 1)
-
-    @property
-    def last_start(self) -> int:
-        return max(self.low, max(self.high, self.final_high) - 1)
 
 
 class TrajectoryMatching:
@@ -147,13 +120,7 @@ def build_trajectory_matching(setup: ObjectiveSetup) -> TrajectoryMatching:
     """Trajectory matching against the expert buffer in ``setup.buffer_dir``, which must have been trained
     on the network (and resolution) this run matches through."""
     settings = setup.settings
-    if setup.buffer_dir is None:
-        raise LatentDistillError("objective 'mtt' needs an expert buffer (config key 'buffer.dir'); this task has none")
-    buffer = load_buffer(setup.buffer_dir)
-    for key, wanted in (setup.buffer_expects or {}).items():
-        if buffer.meta.get(key) != wanted:
-            raise LatentDistillError(f"expert buffer {buffer.directory} was trained with another {key} "
-                                     f"({buffer.meta.get(key)!r}, this run: {wanted!r})")
+    buffer = load_checked_buffer(setup.buffer_dir, setup.buffer_expects)
     if settings.max_start_epoch and settings.min_start_epoch >= settings.max_start_epoch:
         raise LatentDistillError(f"config key 'distill.min_start_epoch' ({settings.min_start_epoch}) must be below "
                                  f"'distill.max_start_epoch' ({settings.max_start_epoch}): the window would be empty")

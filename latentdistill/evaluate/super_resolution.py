@@ -8,6 +8,7 @@ constants). The model's output is rounded to 8 bits before measuring, as saved i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -18,8 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from latentdistill import nets
-from latentdistill.config import SuperResolutionConfig
-from latentdistill.data.super_resolution import bicubic_resize, make_lr, modcrop
+from latentdistill.config import SR_PROTOCOLS, SRProtocol, SuperResolutionConfig
+from latentdistill.data.super_resolution import bicubic_resize, dihedral, make_lr, modcrop
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, read_safetensors
 
@@ -102,9 +103,23 @@ def make_lr_patches(hr_patches: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.stack([make_lr(patch, scale) for patch in hr_patches])
 
 
-def _dihedral(images: torch.Tensor, flip: bool, rotations: int) -> torch.Tensor:
-    images = images.flip(-1) if flip else images
-    return torch.rot90(images, rotations, dims=(-2, -1))
+def sr_protocol(config: SuperResolutionConfig) -> SRProtocol:
+    """The protocol ``sr.protocol`` names, with any number the config gives for iterations, batch_size or lr in
+    place of its own; a changed protocol is named "<name>, modified (...)" so no report passes it off as the
+    named one."""
+    base = SR_PROTOCOLS[config.protocol]
+    changes = {key: getattr(config, key) for key in ("iterations", "batch_size", "lr")
+               if getattr(config, key) != "protocol" and getattr(config, key) != getattr(base, key)}
+    if not changes:
+        return base
+    described = ", ".join(f"{key}={value}" for key, value in changes.items())
+    return dataclasses.replace(base, name=f"{base.name}, modified ({described})", **changes)
+
+
+def protocol_record(protocol: SRProtocol) -> dict:
+    """What a report says of the protocol that produced it."""
+    return {"name": protocol.name, "iterations": protocol.iterations, "batch_size": protocol.batch_size,
+            "lr": protocol.lr, "decay_at": list(protocol.decay_at), "note": protocol.note}
 
 
 def train_sr(
@@ -116,22 +131,24 @@ def train_sr(
     net: str | None = None,
     progress: bool = False,
 ) -> torch.nn.Module:
-    """L1 between net(LR) and HR with Adam over ``config.iterations`` random batches (lr x0.5 at 1/2 and
-    3/4), each batch under one random flip/rotation when ``config.augment``; patches are uint8."""
+    """L1 between net(LR) and HR with Adam, under the protocol ``config`` names (``sr_protocol``), each batch
+    under one random flip/rotation when ``config.augment``; patches are uint8."""
+    protocol = sr_protocol(config)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = nets.build(net or config.net, scale=config.scale, task="sr").to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    milestones = [config.iterations // 2, config.iterations * 3 // 4]
+    optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
+    milestones = [int(protocol.iterations * fraction) for fraction in protocol.decay_at]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.5)
     lr_patches, hr_patches = lr_patches.to(device), hr_patches.to(device)
     model.train()
-    for _ in tqdm(range(config.iterations), desc=f"train {net or config.net} x{config.scale}", disable=not progress):
-        rows = torch.randint(len(hr_patches), (config.batch_size,), generator=generator).to(device)
+    description = f"train {net or config.net} x{config.scale} ({protocol.name})"
+    for _ in tqdm(range(protocol.iterations), desc=description, disable=not progress):
+        rows = torch.randint(len(hr_patches), (protocol.batch_size,), generator=generator).to(device)
         low, high = lr_patches[rows].float() / 255, hr_patches[rows].float() / 255
         if config.augment:
             flip, rotations = bool(torch.randint(2, (1,), generator=generator)), int(torch.randint(4, (1,), generator=generator))
-            low, high = _dihedral(low, flip, rotations), _dihedral(high, flip, rotations)
+            low, high = dihedral(low, flip, rotations), dihedral(high, flip, rotations)
         loss = F.l1_loss(model(low), high)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -193,13 +210,26 @@ def summarize_sr(values: dict[str, list[float]]) -> dict:
     return out
 
 
+def set_row(metadata: dict) -> tuple[str, str]:
+    """The row an evaluated SR set takes, and what the reports call it: "distilled" only for a set that took
+    matching steps; a set that took none is the pool it was drawn from passed through the autoencoder."""
+    steps = metadata.get("distill_iterations")
+    if steps is None:
+        return "set", "the evaluated set (matching steps not recorded)"
+    if int(steps) > 0:
+        return "distilled", f"distilled ({int(steps)} matching steps)"
+    pool = "pruned pool" if float(metadata.get("pool", 1.0)) < 1 else "random patches"
+    return "pool", f"{pool} through the autoencoder (zero matching steps)"
+
+
 def sr_table(report: dict) -> str:
     """One row per training set: mean ± std PSNR / SSIM on each test set."""
     tests = list(next(iter(report["results"].values())))
-    header = [f"x{report['scale']} {report['net']}", "patches"] + [f"{t} PSNR / SSIM" for t in tests]
+    protocol = report.get("protocol", {}).get("name", "unnamed")  # reports before issue 15 named none
+    header = [f"x{report['scale']} {report['net']} ({protocol} protocol)", "patches"] + [f"{t} PSNR / SSIM" for t in tests]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, per_test in report["results"].items():
-        cells = [name, str(report["patches"].get(name, ""))]
+        cells = [report.get("labels", {}).get(name, name), str(report["patches"].get(name, ""))]
         for test in tests:
             r = per_test[test]
             cells.append(f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f} / {r['ssim']['mean']:.4f}")

@@ -59,7 +59,8 @@ def sr_html(report: dict) -> str:
     """PSNR of the SR network trained on each set, per test set (mean ± std over runs), as bars and a table."""
     results, patches = report["results"], report.get("patches", {})
     tests = list(dict.fromkeys(test for per_test in results.values() for test in per_test))
-    names = {name: name + (f" ({patches[name]} patches)" if name in patches else "") for name in results}
+    labels = report.get("labels") if isinstance(report.get("labels"), dict) else {}
+    names = {name: str(labels.get(name, name)) + (f" ({patches[name]} patches)" if name in patches else "") for name in results}
     values = {(test, name): (per_test[test]["psnr"]["mean"], per_test[test]["psnr"].get("std", 0.0))
               for name, per_test in results.items() for test in per_test}
     low = math.floor(min(mean - std for mean, std in values.values())) - 1
@@ -78,7 +79,10 @@ def sr_html(report: dict) -> str:
     header = [f"x{report.get('scale', '?')} {report.get('net', '')}".strip()]
     header += [f"{test}: PSNR / SSIM" for test in tests]
     axis = f'<p class="muted">The PSNR axis starts at {low} dB, not 0.</p>'
-    return (f'<div class="side-by-side"><div class="chart-box">{chart}{legend_html(series)}{axis}</div>'
+    protocol = report.get("protocol") if isinstance(report.get("protocol"), dict) else {}
+    named = (f"<p><strong>{escape(str(protocol.get('name', 'unnamed')))} protocol</strong>"
+             + (f": {escape(str(protocol['note']))}" if protocol.get("note") else "") + "</p>")
+    return (f'{named}<div class="side-by-side"><div class="chart-box">{chart}{legend_html(series)}{axis}</div>'
             f"<div>{table_html(header, rows)}</div></div>")
 
 

@@ -18,22 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from latentdistill import nets
-from latentdistill.config import RunConfig
-from latentdistill.data.super_resolution import downsample, extract_patches, list_images, load_hr_images
+from latentdistill.config import RunConfig, SRProtocol
+from latentdistill.data.super_resolution import extract_patches, list_images, load_hr_images
 from latentdistill.distill.augment import DifferentiableAugment
+from latentdistill.distill.buffer import ExpertBuffer
 from latentdistill.distill.loop import MatchingProblem
 from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
-from latentdistill.distill.synthetic import SyntheticSet, kmeans
+from latentdistill.distill.synthetic import kmeans
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.super_resolution import (
     evaluate_sr,
     make_lr_patches,
     patch_losses,
+    protocol_record,
     pruned_subset,
+    set_row,
+    sr_protocol,
     sr_table,
     summarize_sr,
     train_sr,
@@ -43,19 +46,7 @@ from latentdistill.io import atomic_save_file, check_writable, read_safetensors
 from latentdistill.runtime import resolve_device
 from latentdistill.storage import storage_per_class
 from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
-
-
-class Reconstruction:
-    """The SR criterion: L1 between SR(down(x)) and x, and the SR network's features of down(x)."""
-
-    def __init__(self, scale: int):
-        self.scale = scale
-
-    def loss(self, net, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return F.l1_loss(net(downsample(images, self.scale)).float(), images)
-
-    def embed(self, net, images: torch.Tensor) -> torch.Tensor:
-        return net.features(downsample(images, self.scale)).flatten(1)
+from latentdistill.tasks.sr_matching import Reconstruction, initial_sr_set, train_sr_experts
 
 
 @dataclass
@@ -66,31 +57,13 @@ class SRData:
     training_patches: int  # all the training patches (the budget is a fraction of these)
 
 
-def synthetic_counts(labels: torch.Tensor, classes: int, total: int) -> list[int]:
-    """Split ``total`` synthetic patches over the pseudo-classes in proportion to their sizes (at least one
-    each, largest remainders first), so the distilled set keeps the data's mix of textures."""
-    sizes = torch.bincount(labels, minlength=classes).double()
-    exact = sizes / sizes.sum() * total
-    counts = exact.floor().long().clamp(min=1)
-    for index in torch.argsort(exact - exact.floor(), descending=True).tolist():
-        if int(counts.sum()) >= total:
-            break
-        counts[index] += 1
-    return [min(int(c), int(s)) for c, s in zip(counts, sizes)]
-
-
-def initial_sr_set(latents: torch.Tensor, labels: torch.Tensor, classes: int, total: int, seed: int) -> SyntheticSet:
-    """Encoded real patches, drawn at random within each pseudo-class."""
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for label, count in enumerate(synthetic_counts(labels, classes, total)):
-        candidates = torch.nonzero(labels == label).flatten()
-        rows.append(candidates[torch.randperm(len(candidates), generator=generator)[:count]])
-    rows = torch.cat(rows)
-    return SyntheticSet(latents[rows].clone().float(), labels[rows].clone())
-
-
 BASELINES = ("full", "random", "pruned", "bicubic")
+
+
+def schedule_key(protocol: SRProtocol) -> dict:
+    """The lr schedule's part of a cache key: none for the schedule every protocol had before they were named,
+    so baselines and patch rankings cached then stay valid."""
+    return {} if protocol.decay_at == (0.5, 0.75) else {"decay_at": list(protocol.decay_at)}
 
 
 @TASKS.register("sr")
@@ -123,8 +96,10 @@ class SuperResolutionTask:
         """Each training patch's L1 under an SRCNN trained on all of them (the ranking of loss-based pruning).
         Cached beside the latents: it depends on the patches, the scale and the SR protocol, not on a run."""
         sr = self.sr
-        key = json.dumps({"ranker": "srcnn", "scale": sr.scale, "iterations": sr.iterations, "batch_size": sr.batch_size,
-                          "lr": sr.lr, "augment": sr.augment, "seed": self.config.seed, "patches": len(patches)}, sort_keys=True)
+        protocol = sr_protocol(sr)
+        key = json.dumps({"ranker": "srcnn", "scale": sr.scale, "iterations": protocol.iterations,
+                          "batch_size": protocol.batch_size, "lr": protocol.lr, **schedule_key(protocol),
+                          "augment": sr.augment, "seed": self.config.seed, "patches": len(patches)}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         path = self.cache_root() / f"{self._prefix()}-x{sr.scale}-difficulty-{digest}.safetensors"
         if path.is_file():
@@ -157,7 +132,7 @@ class SuperResolutionTask:
                 latents = tensors["latents"]
         if latents is None:
             check_writable(cache.parent, "cache.dir")  # before minutes of encoding, not after
-            latents = autoencoder.encode_batched(patches.float() / 255, batch_size=64)
+            latents = autoencoder.encode_batched(patches.float() / 255, batch_size=64, progress=progress)
             atomic_save_file({"latents": latents.contiguous()}, cache, metadata={"autoencoder": json.dumps(autoencoder.spec())})
         training_patches = len(patches)
         if sr.pool < 1:
@@ -178,7 +153,8 @@ class SuperResolutionTask:
     def check_names(self) -> None:
         OBJECTIVES.get(self.config.distill.objective)
         if self.config.distill.objective == "mtt":
-            raise LatentDistillError("config key 'distill.objective': task sr has no expert buffers for 'mtt' (use gm or dm)")
+            raise LatentDistillError("config key 'distill.objective': task sr's experts train with Adam, which mtt's SGD "
+                                     "student cannot follow; match trained networks with gm and distill.matching_nets=experts")
         nets.build(self.sr.net, scale=self.sr.scale, task="sr", config_key="sr.net")
         for key, value in (("data.zca", self.config.data.zca), ("distill.storage_ipc", self.config.distill.storage_ipc),
                            ("distill.learn_labels", self.config.distill.learn_labels),
@@ -220,7 +196,9 @@ class SuperResolutionTask:
     def objective_setup(self, data: SRData) -> ObjectiveSetup:
         # No DSA: flips and crops of SR patches change what the network must reconstruct.
         no_augment = DifferentiableAugment(type(self.config.augment)(strategy="none"))
-        return ObjectiveSetup(self.config.distill, no_augment, Reconstruction(self.sr.scale), self.config.precision)
+        expects = {key: self.buffer_meta()[key] for key in ("task", "net", "scale", "patches")}
+        return ObjectiveSetup(self.config.distill, no_augment, Reconstruction(self.sr.scale), self.config.precision,
+                              self.buffer_directory(), expects)
 
     def save_grid(self, images: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
         shown = images[:64]  # a sample of the patches, at their own size
@@ -231,6 +209,30 @@ class SuperResolutionTask:
         return {"classes": self.classes(data), "dataset": [Path(folder).name for folder in sr.train], "scale": sr.scale,
                 "patch_size": sr.patch_size, "budget": sr.budget, "real_patches": data.training_patches,
                 "pool": sr.pool, "pool_patches": len(data.patches)}
+
+    # --- expert trajectories (gradient matching on trained networks) ------------------------------
+
+    def buffer_directory(self) -> Path:
+        """``buffer.dir``, or outputs/buffers/sr-<patches>-x<scale>-<net> when it is empty."""
+        if self.config.buffer.dir:
+            return Path(self.config.buffer.dir)
+        return Path("outputs/buffers") / f"{self._prefix()}-x{self.sr.scale}-{self.sr.net}"
+
+    def buffer_meta(self) -> dict:
+        """How SR experts are trained: as the evaluation trains its networks (Adam at the protocol's lr and
+        batch, flips and rotations), on the reconstruction loss the objectives see (torch's bicubic), without the
+        lr decay; an epoch is one pass over the training patches."""
+        protocol, buffer = sr_protocol(self.sr), self.config.buffer
+        return {"task": "sr", "net": self.sr.net, "scale": self.sr.scale, "patches": self._prefix(),
+                "experts": buffer.experts, "epochs": buffer.epochs, "optimizer": "adam", "lr": protocol.lr,
+                "batch_size": protocol.batch_size, "augment": "dihedral" if self.sr.augment else "none",
+                "seed": self.config.seed}
+
+    def train_buffer(self, device: torch.device, progress: bool = True) -> ExpertBuffer:
+        """Train ``buffer.experts`` SR networks on every training patch and record their parameters after each
+        epoch (``train_sr_experts``)."""
+        return train_sr_experts(self.training_patches(), self.buffer_directory(), self.buffer_meta(),
+                                Reconstruction(self.sr.scale), self.sr.augment, device, progress)
 
     # --- evaluation -------------------------------------------------------------------------------
 
@@ -256,8 +258,9 @@ class SuperResolutionTask:
         # evaluation with the same data, size, protocol, seed and device type.
         baselines = BaselineCache(self.cache_root() / f"sr-{self.fingerprint}-baselines.json"
                                   if self.config.evaluate.reuse_baselines else None)
+        training = protocol_record(sr_protocol(sr))
         protocol = {"scale": sr.scale, "net": sr.net, "patch_size": sr.patch_size, "stride": sr.stride,
-                    "iterations": sr.iterations, "batch_size": sr.batch_size, "lr": sr.lr, "augment": sr.augment,
+                    **{k: training[k] for k in ("iterations", "batch_size", "lr")}, **schedule_key(sr_protocol(sr)), "augment": sr.augment,
                     "runs": sr.runs, "seed": seed, "tests": [str(Path(t).resolve()) for t in sr.test], "device": device.type}
         choices = {
             "full": lambda: real,
@@ -268,25 +271,27 @@ class SuperResolutionTask:
         results: dict[str, dict] = {}
         patches_used: dict[str, int] = {}
         reused: list[str] = []
-        for name in ["distilled"] + [b for b in sr.baselines if b in choices]:
+        own, label = set_row(distilled.metadata)  # "distilled" only for a set that took matching steps
+        for name in [own] + [b for b in sr.baselines if b in choices]:
             key = json.dumps({"set": name, "count": len(real) if name == "full" else count,
                               "prune_drop": sr.prune_drop if name == "pruned" else None, **protocol}, sort_keys=True)
-            if name != "distilled" and (saved := baselines.get(key)) is not None:
+            if name != own and (saved := baselines.get(key)) is not None:
                 results[name], patches_used[name] = saved["results"], saved["patches"]
                 reused.append(name)
                 continue
-            hr = distilled.images if name == "distilled" else choices[name]()
+            hr = distilled.images if name == own else choices[name]()
             per_test = self.train_and_score(hr, tests, device, progress)
             results[name], patches_used[name] = per_test, len(hr)
-            if name != "distilled":
+            if name != own:
                 baselines.put(key, {"results": per_test, "patches": len(hr)})
         if "bicubic" in sr.baselines:
             results["bicubic"] = {name: {k: [v] for k, v in evaluate_sr("bicubic", images, sr.scale).items() if k != "images"}
                                   for name, images in tests.items()}
         return {
             "task": "sr", "scale": sr.scale, "net": sr.net, "patches": patches_used, "budget": count / len(real),
-            "protocol": {"iterations": sr.iterations, "batch_size": sr.batch_size, "lr": sr.lr, "loss": "L1",
-                         "optimizer": "Adam", "augment": "flips, 90-degree rotations" if sr.augment else "none",
+            "labels": {own: label},
+            "protocol": {**training, "loss": "L1", "optimizer": "Adam",
+                         "augment": "flips, 90-degree rotations" if sr.augment else "none",
                          "patch_size": sr.patch_size, "runs": sr.runs, "device": str(device),
                          "metrics": "PSNR/SSIM on Y (BT.601), border = scale, LR by PIL bicubic"},
             "storage": storage_per_class(source),  # bytes per pseudo-class

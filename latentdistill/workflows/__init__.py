@@ -162,12 +162,19 @@ def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder | None =
 
 
 def run_buffer(config: RunConfig, progress: bool = True) -> Path:
-    """Train the expert trajectories that objective ``mtt`` matches (kept, resumed and reused in buffer.dir)."""
+    """Train the expert trajectories that objective ``mtt`` (and ``gm`` on trained networks) matches: kept,
+    resumed and reused in buffer.dir."""
     setup(config)
     task = build_task(config)
-    if not isinstance(task, ClassificationTask):
-        raise LatentDistillError(f"config key 'task': expert buffers are trained for classification, not '{config.task}'")
     device = resolve_device(config.device)
+    if hasattr(task, "train_buffer"):  # a task that trains its own kind of expert (super-resolution)
+        task.check_names()
+        with RunFolder(task.buffer_directory()).lock():
+            buffer = task.train_buffer(device, progress=progress)
+            RunFolder(buffer.directory).write_config(config_to_dict(config))
+        return buffer.directory
+    if not isinstance(task, ClassificationTask):
+        raise LatentDistillError(f"config key 'task': task '{config.task}' has no expert buffers")
     nets.build(config.distill.net, num_classes=2, resolution=config.data.resolution, task="classification",
                config_key="distill.net")
     data = task.prepare(autoencoder_of(config), device, progress=progress)
