@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 
 from latentdistill.config.schema import (
-    SR_PROTOCOLS,
     AugmentConfig,
     AutoencoderConfig,
     BufferConfig,
@@ -30,10 +29,10 @@ from latentdistill.config.schema import (
     EvaluateConfig,
     PriorConfig,
     RunConfig,
-    SRProtocol,
     SuperResolutionConfig,
     TrainPriorConfig,
 )
+from latentdistill.config.sr_protocols import SR_PROTOCOLS, SRProtocol
 from latentdistill.errors import LatentDistillError
 from latentdistill.runtime import STATISTICS
 
