@@ -174,6 +174,11 @@ def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
     assert main(["--no-progress", "evaluate", str(tmp_path / "gm" / "distilled.safetensors"), "--config", str(config),
                  f"output_dir={tmp_path / 'gm_evaluation'}"]) == 0
     assert set(json.loads((tmp_path / "gm_evaluation" / "report.json").read_text())["reused_baselines"]) == {"full", "random", "pruned"}
+    # compare puts SR runs side by side, each with its protocol's name
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "run"), str(tmp_path / "gm_evaluation")]) == 0
+    table = capsys.readouterr().out
+    assert "quick, modified (iterations=5, batch_size=4)" in table and "| test set |" in table and "distilled (3 matching steps)" in table
     assert main(["--no-progress", "distill", "--config", str(config), "sr.pool=0.25", "distill.iterations=0",
                  f"output_dir={tmp_path / 'pool'}"]) == 0
     pooled = read_distilled(tmp_path / "pool" / "distilled.safetensors")

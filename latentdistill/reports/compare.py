@@ -52,8 +52,10 @@ def _file_metadata(report: dict) -> dict:
 def _record(path: Path) -> dict:
     report_path = _report_path(path)
     report = read_json_object(report_path, "report")
+    if report.get("task") == "sr":
+        return _sr_record(path, report_path, report)
     if "networks" not in report:
-        raise LatentDistillError(f"{report_path} is not a classification report (compare reads classification reports)")
+        raise LatentDistillError(f"{report_path} is neither a classification nor an SR report")
     source = report.get("set") if isinstance(report.get("set"), dict) else None  # a set another method made
     metadata = {} if source else _file_metadata(report)
     # what the set was: its own distillation's config (in the file, or beside a run's report), never the
@@ -82,6 +84,28 @@ def _record(path: Path) -> dict:
             if isinstance(scores.get(name), dict) and _is_number(scores[name].get("score")):
                 record[f"{net} {short}"] = f"{scores[name]['score']:.3f}"
     record["distill min"] = metadata.get("distill_minutes", "")
+    record["eval min"] = report.get("minutes", "")
+    return record
+
+
+def _sr_record(path: Path, report_path: Path, report: dict) -> dict:
+    """An SR run: its protocol (by name: PSNRs under different protocols do not compare), its set's row
+    (distilled, or the pool it was drawn from) and every baseline's PSNR, per test set."""
+    results = report.get("results")
+    if not isinstance(results, dict) or not results:
+        raise LatentDistillError(f"{report_path} is an SR report without results")
+    protocol = report.get("protocol") if isinstance(report.get("protocol"), dict) else {}
+    labels = report.get("labels") if isinstance(report.get("labels"), dict) else {}
+    own = next((row for row in results if row not in ("full", "random", "pruned", "bicubic")), None)
+    budget = report.get("budget")
+    record = {"run": str(path), "task": f"sr x{report.get('scale', '?')} {report.get('net', '')}".strip(),
+              "protocol": protocol.get("name", "unnamed"), "budget": f"{budget:.2%}" if _is_number(budget) else "",
+              "set": labels.get(own, own or "")}
+    for row in ([own] if own else []) + ["random", "pruned", "full", "bicubic"]:
+        per_test = results.get(row)
+        for test, metrics in (per_test.items() if isinstance(per_test, dict) else ()):
+            title = "set" if row == own else row
+            record[f"{test} {title}"] = _mean_std(metrics.get("psnr") if isinstance(metrics, dict) else None, report_path)
     record["eval min"] = report.get("minutes", "")
     return record
 
