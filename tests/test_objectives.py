@@ -1,21 +1,30 @@
-"""The objectives (gm, dm, mtt), the expert buffer and the k-means start, on tiny data."""
+"""The objectives (gm, dm, mtt, pm), the expert buffer and the k-means start, on tiny data."""
 
 import json
 
 import pytest
 import torch
+from torch.func import functional_call
 
 from latentdistill import nets, workflows
 from latentdistill.autoencoders import TinyAutoencoderFamily
 from latentdistill.cli import main
 from latentdistill.config import AugmentConfig, load_config
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.buffer import expert_path, load_buffer, train_experts
+from latentdistill.distill.buffer import (
+    StartWindow,
+    expert_path,
+    load_buffer,
+    parameter_layout,
+    train_experts,
+    unflatten,
+)
 from latentdistill.distill.checkpoint import load_checkpoint
 from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.distribution_matching import DistributionMatching
 from latentdistill.distill.gradient_matching import GradientMatching
 from latentdistill.distill.objective import IterationContext
+from latentdistill.distill.performance_matching import PerformanceMatching
 from latentdistill.distill.synthetic import initial_synthetic_set, kmeans
 from latentdistill.distill.trajectory_matching import TrajectoryMatching
 from latentdistill.errors import LatentDistillError
@@ -194,6 +203,58 @@ def test_trajectory_matching_refuses_too_short_buffers(tmp_path):
     with pytest.raises(LatentDistillError, match="distill.max_start_epoch"):
         TrajectoryMatching(NO_AUGMENT, CE, buffer, expert_epochs=2, max_start_epoch=2)  # start 1 + 2 > 2 epochs
     TrajectoryMatching(NO_AUGMENT, CE, buffer, expert_epochs=2, max_start_epoch=1)  # start 0 + 2: the last row
+
+
+def test_performance_matching_is_the_real_loss_after_the_students_steps(setup, tmp_path):
+    """One student step by hand: the objective's loss is the real loss of (start - lr * synthetic gradient),
+    and its gradient reaches the latents and the learned lr; from an expert, the start is the expert's row."""
+    autoencoder, _, _, real, latents = setup
+    buffer = make_buffer(tmp_path / "buffer", epochs=2)
+    for experts in (None, buffer):
+        window = StartWindow(2, 3) if experts else None  # the expert's last epoch
+        objective = PerformanceMatching(CE, syn_steps=1, syn_lr=0.05, experts=experts, window=window)
+        objective.synthetic_lr = objective.synthetic_lr.clone().requires_grad_(True)
+        torch.manual_seed(0)
+        net = nets.build("convnet", num_classes=3, resolution=16, width=8)
+        context = fixed_context(net, latents, autoencoder, torch.optim.SGD([latents], lr=0.0), real)
+        context.update = lambda loss: (loss.backward(), float(loss.detach()))[1]
+        latents.grad = None
+        loss = objective.iteration(context)[0]
+        start = buffer.trajectory(0)[2] if experts else torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+        layout = parameter_layout(net)
+        parameters = start.clone().requires_grad_(True)
+        images = NORMALIZE(autoencoder.decode(latents.detach()))
+        step_loss = CE.loss(lambda x: functional_call(net, unflatten(parameters, layout), (x,)), images, LABELS)
+        (gradient,) = torch.autograd.grad(step_loss, parameters)
+        moved = unflatten(start - 0.05 * gradient, layout)
+        real_images = torch.cat(list(real.values()))
+        real_labels = torch.cat([torch.full((len(v),), c) for c, v in real.items()])
+        expected = float(CE.loss(lambda x: functional_call(net, moved, (x,)), real_images, real_labels))
+        assert loss == pytest.approx(expected, rel=1e-4)
+        assert latents.grad is not None and latents.grad.abs().sum() > 0 and float(objective.synthetic_lr.grad) != 0
+
+
+def test_performance_matching_loss_falls_over_iterations(setup):
+    autoencoder, _, _, real, latents = setup
+    objective = PerformanceMatching(CE, syn_steps=2, syn_lr=0.1)
+    torch.manual_seed(0)
+    net = nets.build("convnet", num_classes=3, resolution=16, width=8)
+    context = fixed_context(net, latents, autoencoder, torch.optim.Adam([latents], lr=0.05), real)
+    losses = [objective.iteration(context)[0] for _ in range(10)]
+    assert losses[-1] < losses[0], losses
+
+
+def test_gradient_matching_on_experts_uses_their_parameters(setup, tmp_path):
+    autoencoder, _, _, real, latents = setup
+    buffer = make_buffer(tmp_path / "buffer", epochs=2)
+    objective = GradientMatching(NO_AUGMENT, CE, experts=buffer, window=StartWindow(1, 2))
+    net = nets.build("convnet", num_classes=3, resolution=16, width=8)
+    context = fixed_context(net, latents, autoencoder, torch.optim.SGD([latents], lr=0.0), real)
+    objective.load_expert(context)
+    torch.testing.assert_close(torch.cat([p.detach().reshape(-1) for p in net.parameters()]), buffer.trajectory(0)[1])
+    other = nets.build("convnet", num_classes=3, resolution=16, width=4)
+    with pytest.raises(LatentDistillError, match="another network"):
+        objective.load_expert(fixed_context(other, latents, autoencoder, torch.optim.SGD([latents], lr=0.0), real))
 
 
 # --- initialisation ------------------------------------------------------------------------------

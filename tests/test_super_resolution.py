@@ -259,6 +259,11 @@ def test_sr_experts_and_gradient_matching_on_trained_networks(tmp_path, capsys):
     start = read_distilled(tmp_path / "start" / "distilled.safetensors")
     assert distilled.metadata["distill_iterations"] == 2 and start.metadata["distill_iterations"] == 0
     assert not torch.equal(distilled.latents, start.latents)
+    # performance matching from the same experts: the student's real loss after its steps, and its learned lr
+    assert main(["--no-progress", "distill", "--config", str(config), "distill.objective=pm", "distill.syn_steps=2",
+                 "distill.syn_batch=4", "distill.syn_lr=0.05", f"output_dir={tmp_path / 'pm'}"]) == 0
+    performance = read_distilled(tmp_path / "pm" / "distilled.safetensors")
+    assert not torch.equal(performance.latents, start.latents) and performance.metadata["learned"]["synthetic_lr"] != 0.05
     capsys.readouterr()
     # a buffer of other networks, a window past its epochs, and mtt are refused in one line each
     for override, expected in (("sr.net=fsrcnn", "net"), ("distill.max_start_epoch=5", "'distill.max_start_epoch'"),
