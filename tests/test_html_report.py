@@ -149,8 +149,16 @@ def test_a_super_resolution_report_shows_psnr_bars_per_test_set(tmp_path):
     page = write_html_report(tmp_path).read_text()
     assert page.count("<svg") == 1 and "PSNR (dB, Y)" in page
     for text in ("set5", "bsd100", "pruned (120 patches)", "bicubic", "35.13 ± 0.15 / 0.9200",
-                 "10.0% of the training patches"):
+                 "10.0% of the training patches", "unnamed protocol"):  # a report from before protocols had names
         assert text in page, text
+    # the protocol is named above the figures, with what it is for; the set's own row says what it is
+    report = sr_report()
+    report["protocol"] = {"name": "quick", "note": "CPU smoke protocol", "iterations": 3000}
+    report["labels"] = {"distilled": "distilled (400 matching steps)"}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    page = write_html_report(tmp_path).read_text()
+    assert "<strong>quick protocol</strong>: CPU smoke protocol" in page
+    assert "distilled (400 matching steps) (120 patches)" in page
 
 
 def test_grid_png_and_a_log_cut_short_are_read_as_they_are(tmp_path):
