@@ -25,9 +25,10 @@ class SRProtocol:
 # The named SR protocols (config key sr.protocol). Every report names the one that produced it.
 SR_PROTOCOLS = {
     "quick": SRProtocol("quick", 3_000, 32, 1e-3, note=(
-        "CPU smoke protocol: minutes per network, far from convergence (FSRCNN x2 is below bicubic at this "
-        "budget, ESPCN about 2 dB below published figures), so small sets look as good as the full one")),
+        "CPU smoke protocol, far from convergence: FSRCNN x2 stays below bicubic and 4x the batches add 1.8 dB "
+        "to it on Set5, 0.35 dB to ESPCN (BENCHMARKS.md), so small sets look as good as the full one")),
     "converged": SRProtocol("converged", 100_000, 64, 1e-3, note=(
-        "the protocol for published comparisons: 100k batches of 64 (about 20x the patches quick shows a "
-        "network); a GPU protocol, about 90 ms per batch for FSRCNN on a 2-core CPU")),
+        "the protocol for comparisons with published figures: 100k batches of 64, about 67x the patches quick "
+        "shows a network; a GPU's work (about 95 ms per batch for ESPCN on a 2-core CPU); that it converges is "
+        "not yet measured")),
 }
