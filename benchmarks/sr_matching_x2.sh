@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Issue 15 on a CPU: the 1% x2 set's zero-step start (the selected pool) and the same start after gradient
-# matching on trained ESPCNs, judged under one protocol with the baselines of the same size. Each step's
-# wall time goes to $OUT/times.txt; run folders go under $OUT.
+# Issue 15 on a CPU: the 1% x2 set's zero-step start (the selected pool), and the same start after matching
+# on trained ESPCNs (gradient matching, performance matching), judged under one protocol with the baselines
+# of the same size. Each step's wall time goes to $OUT/times.txt; run folders go under $OUT.
 #   bash benchmarks/sr_matching_x2.sh [OUT] [extra key=value ...]     (PYTHON=.venv/bin/python to choose one)
+#   python benchmarks/sr_acceptance.py --start OUT/start --distilled OUT/gm     (the acceptance table)
 set -euo pipefail
 OUT=${1:-outputs/sr15}; shift || true
 CONFIG=configs/sr_x2_matching.yaml
 mkdir -p "$OUT"
-step() {  # step NAME VERB ARGS...: run one latentdistill verb, log it, time it
+step() {  # step NAME VERB ARGS...: run one latentdistill verb unless its run folder is done, log it, time it
   local name=$1; shift
+  [ -f "$OUT/$name/report.json" ] || [ -f "$OUT/$name.done" ] && return 0
   local started=$(date +%s)
   "${PYTHON:-python}" -m latentdistill "$@" > "$OUT/$name.log" 2>&1
   echo "$name $(( $(date +%s) - started )) s" >> "$OUT/times.txt"
+  touch "$OUT/$name.done"
 }
+step buffer buffer --config "$CONFIG" "$@"  # first: the config names its objective's buffer, even for zero steps
 step start run --config "$CONFIG" distill.iterations=0 output_dir="$OUT/start" "$@"
-step buffer buffer --config "$CONFIG" "$@"
 step gm run --config "$CONFIG" output_dir="$OUT/gm" "$@"
+step pm run --config "$CONFIG" distill.objective=pm distill.syn_steps=10 distill.syn_batch=32 distill.syn_lr=0.05 \
+  output_dir="$OUT/pm" "$@"
