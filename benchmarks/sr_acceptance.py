@@ -31,9 +31,12 @@ def main() -> None:
     args = parser.parse_args()
     start = json.loads((args.start / "report.json").read_text())
     distilled = json.loads((args.distilled / "report.json").read_text())
-    if start["protocol"] != distilled["protocol"]:
+    training = ("name", "iterations", "batch_size", "lr", "decay_at", "runs", "patch_size")
+    if any(start["protocol"].get(key) != distilled["protocol"].get(key) for key in training):
         raise SystemExit("the two reports were made under different protocols")
-    own = next(row for row in distilled["results"] if row in ("distilled", "set"))
+    own = next((row for row in distilled["results"] if row in ("distilled", "set")), None)
+    if own is None or "pool" not in start["results"]:
+        raise SystemExit(f"{args.distilled} must hold a set that took matching steps, {args.start} its zero-step start")
     tests = list(distilled["results"][own])
     rows = {"full": (distilled, "full"), "random": (distilled, "random"), "pruned": (distilled, "pruned"),
             "start": (start, "pool"), "distilled": (distilled, own), "bicubic": (distilled, "bicubic")}

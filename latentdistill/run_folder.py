@@ -32,13 +32,16 @@ from pathlib import Path
 import yaml
 from safetensors import SafetensorError, safe_open
 
+from latentdistill.config import config_from_dict, config_to_dict
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_write_text
 
 # What a resumed distillation must share with the saved run (dotted keys); the run may be extended.
 DISTILL_FIXED = ("seed", "task", "imports", "data", "autoencoder", "prior", "augment", "distill", "buffer",
                  "precision", "sr")
-DISTILL_MAY_CHANGE = ("distill.iterations", "distill.checkpoint_every", "distill.snapshot_every", "sr.runs", "sr.baselines", "sr.test")
+# The SR protocol's name judges a set; it does not make it (the pool's ranking always trains under quick).
+DISTILL_MAY_CHANGE = ("distill.iterations", "distill.checkpoint_every", "distill.snapshot_every", "sr.runs", "sr.baselines", "sr.test",
+                      "sr.protocol")
 
 
 def changed_key(saved: dict, wanted: dict, fixed: Iterable[str], may_change: Iterable[str] = (), prefix: str = "") -> str | None:
@@ -57,6 +60,16 @@ def changed_key(saved: dict, wanted: dict, fixed: Iterable[str], may_change: Ite
         elif old != new:
             return name
     return None
+
+
+def comparable_config(resolved: dict) -> dict:
+    """A resolved config as resume compares it: keys added since it was saved take their defaults (a run saved
+    before ``distill.matching_nets`` existed matched on fresh networks). A config that no longer loads is
+    compared as saved (the comparison then names what changed)."""
+    try:
+        return config_to_dict(config_from_dict(resolved))
+    except (LatentDistillError, TypeError, ValueError):
+        return resolved
 
 
 def describe_change(key: str, saved: dict, wanted: dict) -> str:
@@ -156,7 +169,7 @@ class RunFolder:
         if not resume:
             raise LatentDistillError(f"{self.checkpoint} exists: pass --resume to continue that run, or choose another output_dir")
         saved, iteration = self.saved_state()
-        key = changed_key(saved, resolved, DISTILL_FIXED, DISTILL_MAY_CHANGE)
+        key = changed_key(comparable_config(saved), comparable_config(resolved), DISTILL_FIXED, DISTILL_MAY_CHANGE)
         if key:
             raise LatentDistillError(f"cannot resume {self.checkpoint}: config key {describe_change(key, saved, resolved)} "
                                      "differs from the saved run (nothing was changed)")

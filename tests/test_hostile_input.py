@@ -21,7 +21,8 @@ from helpers import CLASSES, one_line
 # --- config ----------------------------------------------------------------------------------------
 
 FLOAT_KEYS = ["distill.lr", "distill.inner_lr", "distill.embedding_lr", "distill.syn_lr", "distill.momentum",
-              "evaluate.weight_decay", "prior.guidance_scale", "augment.rotate", "sr.budget", "train_prior.ema_decay"]
+              "evaluate.weight_decay", "prior.guidance_scale", "augment.rotate", "sr.budget", "train_prior.ema_decay",
+              "sr.lr", "evaluate.lr"]  # number keys that also take a word
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e999"])
@@ -55,6 +56,9 @@ def test_integer_too_large_for_a_float_is_refused():
           ("distill.lr", "distill.inner_lr", "distill.syn_lr", "distill.syn_lr_lr", "buffer.lr", "evaluate.lr", "sr.lr",
            "train_prior.lr") for value in (0, -1)],
         ("distill.embedding_lr=-0.5", "distill.embedding_lr", "at least 0"),
+        ("sr.iterations=fast", "sr.iterations", "one of protocol"),
+        ("sr.protocol=slow", "sr.protocol", "quick | converged"),
+        ("distill.matching_nets=trained", "distill.matching_nets", "fresh | experts"),
         ("distill.momentum=-5", "distill.momentum", "at least 0"),
         ("distill.momentum=1", "distill.momentum", "less than 1"),
         ("buffer.momentum=1.5", "buffer.momentum", "less than 1"),

@@ -163,7 +163,9 @@ def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
     assert code == 0
     assert main(["--no-progress", "sr-train", "--config", str(config), "--from", str(tmp_path / "gm" / "distilled.safetensors"),
                  f"output_dir={tmp_path / 'model'}"]) == 0
-    capsys.readouterr()
+    trained = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert trained and all(line["protocol"] == "quick, modified (iterations=5, batch_size=4)" for line in trained)
+    assert json.loads(read_safetensors(tmp_path / "model" / "sr_model.safetensors")[1]["protocol"])["iterations"] == 5
     assert main(["sr-eval", "--model", str(tmp_path / "model" / "sr_model.safetensors"), "--scale", "2", str(root / "test")]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line) >= {"psnr", "ssim"} and math.isfinite(line["psnr"]) and 0 < line["ssim"] <= 1
@@ -270,3 +272,30 @@ def test_sr_experts_and_gradient_matching_on_trained_networks(tmp_path, capsys):
                                ("distill.objective=mtt", "matching_nets=experts")):
         assert main(["--no-progress", "distill", "--config", str(config), override, f"output_dir={tmp_path / 'bad'}"]) == 2
         assert expected in capsys.readouterr().err
+
+
+def test_an_interrupted_sr_expert_resumes_to_the_same_trajectory(tmp_path, monkeypatch):
+    import latentdistill.distill.buffer as buffer_module
+    from latentdistill.tasks.sr_matching import Reconstruction, train_sr_experts
+
+    patches = extract_patches([texture(seed, 32) for seed in range(4)], 16, 8)
+    meta = {"task": "sr", "net": "espcn", "scale": 2, "patches": "tiny", "experts": 1, "epochs": 3, "optimizer": "adam",
+            "lr": 1e-3, "batch_size": 8, "augment": "dihedral", "seed": 0}
+
+    def train(directory):
+        return train_sr_experts(patches, directory, meta, Reconstruction(2), True, torch.device("cpu"), progress=False)
+
+    reference = train(tmp_path / "reference").trajectory(0)
+    real_save = buffer_module.atomic_save_file
+
+    def save_then_stop(*args, **kwargs):  # the process dies right after the first epoch's checkpoint
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(buffer_module, "atomic_save_file", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "expert-000.partial.safetensors").exists()
+    monkeypatch.setattr(buffer_module, "atomic_save_file", real_save)
+    assert torch.equal(train(tmp_path / "resumed").trajectory(0), reference)  # Adam's moments came back too
+    assert not (tmp_path / "resumed" / "expert-000.partial.safetensors").exists()

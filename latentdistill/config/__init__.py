@@ -120,7 +120,9 @@ def _check_value(value: Any, key: str) -> None:
     """The checks beyond the type: lengths, ranges, fixed choices and non-empty strings."""
     if isinstance(value, str) and key in _WORDS:  # a number key that also takes a word
         if value not in _WORDS[key]:
-            kind = f"a list of {_LENGTHS[key]} numbers" if key in _LENGTHS else "a number"
+            kind = f"a list of {_LENGTHS[key]} numbers" if key in _LENGTHS else "a finite number"
+            if _EXPONENT_FLOAT.match(value.strip()):  # 1e999, or 1e5 where an integer is wanted
+                kind += " (an integer key takes digits only)"
             raise LatentDistillError(f"config key '{key}' must be {kind} or one of {' | '.join(_WORDS[key])}, got {value!r}")
         return
     if key in _LENGTHS and len(value) != _LENGTHS[key]:
@@ -175,6 +177,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise LatentDistillError(f"config key '{key}' must be a finite number, got {value!r}")
         return number
     if annotation is str:
+        if key.split("[")[0] in _WORDS and not isinstance(value, str):  # a number key's word: numbers go to the number type
+            raise LatentDistillError(f"config key '{key}' takes a word only as one of {' | '.join(_WORDS[key.split('[')[0]])}")
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         if isinstance(value, datetime.date):  # YAML reads 2024-01-01 as a date; keep the text as typed

@@ -108,7 +108,7 @@ class DistillConfig:
     batched: bool | str = "auto"
     inner_lr: float = 0.01
     inner_batch: int = 256
-    # Which networks gm matches on: fresh (DC: a new initialisation each iteration) or experts (a random
+    # Which networks gm and pm match on: fresh (DC: a new initialisation each iteration) or experts (a random
     # expert of buffer.dir at a random epoch in [min_start_epoch, max_start_epoch), as trained on the real
     # data: late, trained networks see what a set must teach near convergence, not at the start).
     matching_nets: str = "fresh"
@@ -153,9 +153,11 @@ class DistillConfig:
 
 @dataclass
 class BufferConfig:
-    """`latentdistill buffer`: expert trajectories on the real data for objective "mtt".
+    """`latentdistill buffer`: expert trajectories on the real data for objective "mtt" (and gm/pm with
+    distill.matching_nets=experts).
 
-    The experts are the network named by distill.net / net_width / net_depth."""
+    Classification experts are distill.net / net_width / net_depth, trained by the SGD keys below; task sr's are
+    sr.net, trained as its protocol trains (Adam at its lr and batch), so only dir, experts and epochs apply."""
 
     # Where the buffer lives; empty: outputs/buffers/<dataset>-<resolution>px-<net>.
     dir: str = ""

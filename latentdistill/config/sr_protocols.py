@@ -5,6 +5,7 @@ A PSNR means little without the protocol that trained the network, so every SR r
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -32,3 +33,16 @@ SR_PROTOCOLS = {
         "shows a network; a GPU's work (about 95 ms per batch for ESPCN on a 2-core CPU); that it converges is "
         "not yet measured")),
 }
+
+
+def sr_protocol(config) -> SRProtocol:
+    """The protocol ``sr.protocol`` names (``config``: the ``sr`` section), with any number the config gives for iterations, batch_size or lr in
+    place of its own; a changed protocol is named "<name>, modified (...)" so no report passes it off as the
+    named one."""
+    base = SR_PROTOCOLS[config.protocol]
+    changes = {key: getattr(config, key) for key in ("iterations", "batch_size", "lr")
+               if getattr(config, key) != "protocol" and getattr(config, key) != getattr(base, key)}
+    if not changes:
+        return base
+    described = ", ".join(f"{key}={value}" for key, value in changes.items())
+    return dataclasses.replace(base, name=f"{base.name}, modified ({described})", **changes)

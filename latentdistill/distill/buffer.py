@@ -126,6 +126,36 @@ def load_checked_buffer(directory: str | Path | None, expects: dict | None) -> E
     return buffer
 
 
+def check_start_window(settings) -> StartWindow:
+    """The window of expert epochs ``distill.min_start_epoch`` .. ``max_start_epoch`` (growing to
+    ``max_start_epoch_final``) name, refused in one line when it is empty or its growth keys contradict it."""
+    if settings.max_start_epoch and settings.min_start_epoch >= settings.max_start_epoch:
+        raise LatentDistillError(f"config key 'distill.min_start_epoch' ({settings.min_start_epoch}) must be below "
+                                 f"'distill.max_start_epoch' ({settings.max_start_epoch}): the window would be empty")
+    if 0 < settings.max_start_epoch_final <= settings.max_start_epoch:
+        raise LatentDistillError(f"config key 'distill.max_start_epoch_final' ({settings.max_start_epoch_final}) must "
+                                 f"exceed 'distill.max_start_epoch' ({settings.max_start_epoch}), or be 0 (a fixed window)")
+    if settings.window_iterations and not settings.max_start_epoch_final:
+        raise LatentDistillError("config key 'distill.window_iterations' is set but the window does not grow "
+                                 "(set distill.max_start_epoch_final)")
+    return StartWindow(settings.min_start_epoch, settings.max_start_epoch, settings.max_start_epoch_final,
+                       settings.window_iterations)
+
+
+def expert_networks(setup) -> tuple[ExpertBuffer | None, StartWindow | None]:
+    """For objectives that match on networks (gm, pm): with ``distill.matching_nets: experts`` the checked buffer
+    and the window of epochs to draw a trained network from; ``(None, None)`` for fresh networks."""
+    settings = setup.settings
+    if settings.matching_nets != "experts":
+        return None, None
+    experts = load_checked_buffer(setup.buffer_dir, setup.buffer_expects)
+    window = check_start_window(settings)
+    if window.last_start > experts.epochs:
+        raise LatentDistillError(f"config key 'distill.max_start_epoch' (or max_start_epoch_final) reaches epoch "
+                                 f"{window.last_start}, past the {experts.epochs} epochs recorded in the buffer {experts.directory}")
+    return experts, window
+
+
 @dataclass
 class _Expert:
     """One expert being trained: its index, network, trajectory so far and (when resumed) momentum."""

@@ -25,6 +25,7 @@ from latentdistill.distill.objective import (
     class_pairs,
     stacked_classes,
 )
+from latentdistill.errors import LatentDistillError
 from latentdistill.nets.stacked import can_stack
 from latentdistill.runtime import autocast, use_batched
 
@@ -91,4 +92,7 @@ def _class_means(features: torch.Tensor, labels: torch.Tensor, classes: list[int
 
 @OBJECTIVES.register("dm")
 def build_distribution_matching(setup: ObjectiveSetup) -> DistributionMatching:
+    if setup.settings.matching_nets != "fresh":  # DM's embeddings are those of untrained networks, by design
+        raise LatentDistillError("config key 'distill.matching_nets': objective 'dm' embeds with fresh, untrained "
+                                 "networks; matching on experts is for gm and pm")
     return DistributionMatching(setup.augment, setup.criterion, setup.precision, setup.settings.batched)

@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.utils import vector_to_parameters
 
 from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
-from latentdistill.distill.buffer import ExpertBuffer, StartWindow, load_checked_buffer
+from latentdistill.distill.buffer import ExpertBuffer, StartWindow, expert_networks
 from latentdistill.distill.objective import (
     OBJECTIVES,
     Criterion,
@@ -163,7 +163,8 @@ class GradientMatching:
         if trajectory.shape[1] != sum(p.numel() for p in context.net.parameters()):
             raise LatentDistillError(f"expert buffer {self.experts.directory} was trained on another network than the one matched")
         with torch.no_grad():
-            vector_to_parameters(trajectory[epoch].to(context.device), context.net.parameters())
+            # a copy: the inner loop trains the network in place, and the cached trajectory must not move with it
+            vector_to_parameters(trajectory[epoch].to(context.device, copy=True), context.net.parameters())
 
     def iteration(self, context: IterationContext) -> list[float]:
         if self.experts is not None:
@@ -198,12 +199,6 @@ class GradientMatching:
 def build_gradient_matching(setup: ObjectiveSetup) -> GradientMatching:
     settings = setup.settings
     outer, inner = loop_lengths(settings.ipc, settings.outer_loop, settings.inner_loop)
-    experts = window = None
-    if settings.matching_nets == "experts":
-        experts = load_checked_buffer(setup.buffer_dir, setup.buffer_expects)
-        window = StartWindow(settings.min_start_epoch, settings.max_start_epoch)
-        if window.last_start > experts.epochs:
-            raise LatentDistillError(f"config key 'distill.max_start_epoch' ({settings.max_start_epoch}) reaches past the "
-                                     f"{experts.epochs} epochs recorded in the buffer {experts.directory}")
+    experts, window = expert_networks(setup)
     return GradientMatching(setup.augment, setup.criterion, setup.precision, outer, inner, settings.inner_lr,
                             settings.inner_batch, settings.batched, experts, window)

@@ -18,7 +18,7 @@ import torch
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from latentdistill.distill.buffer import ExpertBuffer, StartWindow, load_checked_buffer, parameter_layout, unflatten
+from latentdistill.distill.buffer import ExpertBuffer, StartWindow, expert_networks, parameter_layout, unflatten
 from latentdistill.distill.objective import OBJECTIVES, Criterion, IterationContext, ObjectiveSetup
 from latentdistill.distill.trajectory_matching import student_steps
 from latentdistill.errors import LatentDistillError
@@ -88,12 +88,6 @@ def build_performance_matching(setup: ObjectiveSetup) -> PerformanceMatching:
     """Performance matching from fresh networks, or from the experts of ``buffer.dir``
     (``distill.matching_nets: experts``, the epochs ``[min_start_epoch, max_start_epoch)``)."""
     settings = setup.settings
-    experts = window = None
-    if settings.matching_nets == "experts":
-        experts = load_checked_buffer(setup.buffer_dir, setup.buffer_expects)
-        window = StartWindow(settings.min_start_epoch, settings.max_start_epoch)
-        if window.last_start > experts.epochs:
-            raise LatentDistillError(f"config key 'distill.max_start_epoch' ({settings.max_start_epoch}) reaches past the "
-                                     f"{experts.epochs} epochs recorded in the buffer {experts.directory}")
+    experts, window = expert_networks(setup)
     return PerformanceMatching(setup.criterion, setup.precision, settings.syn_steps, settings.syn_batch, settings.syn_lr,
                                settings.syn_steps_per_recompute, experts, window)

@@ -23,7 +23,14 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.buffer import ExpertBuffer, StartWindow, load_checked_buffer, parameter_layout, unflatten
+from latentdistill.distill.buffer import (
+    ExpertBuffer,
+    StartWindow,
+    check_start_window,
+    load_checked_buffer,
+    parameter_layout,
+    unflatten,
+)
 from latentdistill.distill.objective import OBJECTIVES, Criterion, IterationContext, ObjectiveSetup
 from latentdistill.errors import LatentDistillError
 from latentdistill.runtime import autocast
@@ -121,17 +128,7 @@ def build_trajectory_matching(setup: ObjectiveSetup) -> TrajectoryMatching:
     on the network (and resolution) this run matches through."""
     settings = setup.settings
     buffer = load_checked_buffer(setup.buffer_dir, setup.buffer_expects)
-    if settings.max_start_epoch and settings.min_start_epoch >= settings.max_start_epoch:
-        raise LatentDistillError(f"config key 'distill.min_start_epoch' ({settings.min_start_epoch}) must be below "
-                                 f"'distill.max_start_epoch' ({settings.max_start_epoch}): the window would be empty")
-    if 0 < settings.max_start_epoch_final <= settings.max_start_epoch:
-        raise LatentDistillError(f"config key 'distill.max_start_epoch_final' ({settings.max_start_epoch_final}) must "
-                                 f"exceed 'distill.max_start_epoch' ({settings.max_start_epoch}), or be 0 (a fixed window)")
-    if settings.window_iterations and not settings.max_start_epoch_final:
-        raise LatentDistillError("config key 'distill.window_iterations' is set but the window does not grow "
-                                 "(set distill.max_start_epoch_final)")
-    window = StartWindow(settings.min_start_epoch, settings.max_start_epoch, settings.max_start_epoch_final,
-                         settings.window_iterations)
+    window = check_start_window(settings)
     return TrajectoryMatching(setup.augment, setup.criterion, buffer, setup.precision, settings.syn_steps,
                               settings.expert_epochs, settings.max_start_epoch, settings.syn_batch, settings.syn_lr,
                               settings.syn_steps_per_recompute, window)

@@ -8,7 +8,6 @@ constants). The model's output is rounded to 8 bits before measuring, as saved i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import statistics
@@ -19,7 +18,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from latentdistill import nets
-from latentdistill.config import SR_PROTOCOLS, SRProtocol, SuperResolutionConfig
+from latentdistill.config import SRProtocol, SuperResolutionConfig
+from latentdistill.config.sr_protocols import sr_protocol
 from latentdistill.data.super_resolution import bicubic_resize, dihedral, make_lr, modcrop
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, read_safetensors
@@ -103,19 +103,6 @@ def make_lr_patches(hr_patches: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.stack([make_lr(patch, scale) for patch in hr_patches])
 
 
-def sr_protocol(config: SuperResolutionConfig) -> SRProtocol:
-    """The protocol ``sr.protocol`` names, with any number the config gives for iterations, batch_size or lr in
-    place of its own; a changed protocol is named "<name>, modified (...)" so no report passes it off as the
-    named one."""
-    base = SR_PROTOCOLS[config.protocol]
-    changes = {key: getattr(config, key) for key in ("iterations", "batch_size", "lr")
-               if getattr(config, key) != "protocol" and getattr(config, key) != getattr(base, key)}
-    if not changes:
-        return base
-    described = ", ".join(f"{key}={value}" for key, value in changes.items())
-    return dataclasses.replace(base, name=f"{base.name}, modified ({described})", **changes)
-
-
 def protocol_record(protocol: SRProtocol) -> dict:
     """What a report says of the protocol that produced it."""
     return {"name": protocol.name, "iterations": protocol.iterations, "batch_size": protocol.batch_size,
@@ -155,6 +142,22 @@ def train_sr(
         optimizer.step()
         scheduler.step()
     return model
+
+
+def train_and_score(hr: torch.Tensor, tests: dict[str, list[torch.Tensor]], config: SuperResolutionConfig, seed: int,
+                    device: torch.device, progress: bool = False) -> dict[str, dict[str, list[float]]]:
+    """``config.runs`` networks trained on the uint8 HR patches under one protocol (run r with seed
+    ``seed * 1000 + r``, the same for every set), each scored on every test set: ``{test: {metric: [per run]}}``."""
+    lr = make_lr_patches(hr, config.scale)
+    per_test: dict[str, dict[str, list[float]]] = {}
+    for run in range(config.runs):
+        model = train_sr(lr, hr, config, seed * 1000 + run, device, progress=progress)
+        for test_name, images in tests.items():
+            scores = evaluate_sr(model, images, config.scale, device)
+            entry = per_test.setdefault(test_name, {"psnr": [], "ssim": []})
+            entry["psnr"].append(scores["psnr"])
+            entry["ssim"].append(scores["ssim"])
+    return per_test
 
 
 @torch.no_grad()
@@ -213,12 +216,12 @@ def summarize_sr(values: dict[str, list[float]]) -> dict:
 def set_row(metadata: dict) -> tuple[str, str]:
     """The row an evaluated SR set takes, and what the reports call it: "distilled" only for a set that took
     matching steps; a set that took none is the pool it was drawn from passed through the autoencoder."""
-    steps = metadata.get("distill_iterations")
-    if steps is None:
+    steps, pool = metadata.get("distill_iterations"), metadata.get("pool", 1.0)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         return "set", "the evaluated set (matching steps not recorded)"
-    if int(steps) > 0:
-        return "distilled", f"distilled ({int(steps)} matching steps)"
-    pool = "pruned pool" if float(metadata.get("pool", 1.0)) < 1 else "random patches"
+    if steps > 0:
+        return "distilled", f"distilled ({steps} matching steps)"
+    pool = "pruned pool" if isinstance(pool, (int, float)) and pool < 1 else "random patches"
     return "pool", f"{pool} through the autoencoder (zero matching steps)"
 
 

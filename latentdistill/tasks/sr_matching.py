@@ -16,6 +16,7 @@ from latentdistill import nets
 from latentdistill.data.super_resolution import dihedral, downsample
 from latentdistill.distill.buffer import ExpertBuffer, load_buffer, open_buffer, record_epoch, resume_expert
 from latentdistill.distill.synthetic import SyntheticSet
+from latentdistill.errors import LatentDistillError
 from latentdistill.runtime import iteration_seed
 
 
@@ -61,11 +62,14 @@ def train_sr_experts(patches: torch.Tensor, directory: Path, meta: dict, criteri
     """Train ``meta["experts"]`` SR networks (``meta["net"]``, Adam at ``meta["lr"]``) on the uint8 HR
     ``patches`` with the reconstruction loss and record their parameters after each epoch (one pass over the
     patches, each batch under a random flip/rotation when ``augment``). Finished experts are kept; an interrupted
-    one resumes from its last epoch, with fresh Adam moments."""
+    one resumes from its last epoch with its Adam moments, so its trajectory is the one it would have had."""
     for index in open_buffer(directory, meta):
         torch.manual_seed(iteration_seed(meta["seed"], 1_000_000 + index))
         expert = resume_expert(directory, index, nets.build(meta["net"], scale=meta["scale"], task="sr").to(device))
-        optimizer = torch.optim.Adam(expert.net.parameters(), lr=meta["lr"])
+        parameters = list(expert.net.parameters())
+        optimizer = torch.optim.Adam(parameters, lr=meta["lr"])
+        if expert.momentum is not None:
+            load_adam_state(optimizer, parameters, expert.momentum.to(device))
         batches = -(-len(patches) // meta["batch_size"])
         done = len(expert.rows) - 1
         bar = tqdm(total=meta["epochs"] * batches, initial=done * batches, unit="batch",
@@ -83,6 +87,25 @@ def train_sr_experts(patches: torch.Tensor, directory: Path, meta: dict, criteri
                 optimizer.step()
                 bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.4f}")
-            record_epoch(directory, expert, list(expert.net.parameters()), epoch + 1 == meta["epochs"])
+            record_epoch(directory, expert, parameters, epoch + 1 == meta["epochs"], adam_state(optimizer, parameters))
         bar.close()
     return load_buffer(directory)
+
+
+def adam_state(optimizer: torch.optim.Adam, parameters: list[torch.Tensor]) -> torch.Tensor:
+    """Adam's moments and step for ``parameters`` as one flat float32 tensor (what a partial expert file keeps)."""
+    states = [optimizer.state[p] for p in parameters]
+    return torch.cat([s["exp_avg"].reshape(-1) for s in states] + [s["exp_avg_sq"].reshape(-1) for s in states]
+                     + [states[0]["step"].reshape(1).float()]).float().cpu()
+
+
+def load_adam_state(optimizer: torch.optim.Adam, parameters: list[torch.Tensor], flat: torch.Tensor) -> None:
+    """Put back what ``adam_state`` saved."""
+    sizes = [p.numel() for p in parameters]
+    if flat.numel() != 2 * sum(sizes) + 1:
+        raise LatentDistillError(f"a partial expert file's optimiser state has {flat.numel()} values, not "
+                                 f"{2 * sum(sizes) + 1}: delete the .partial file to retrain that expert")
+    first, second = flat[: sum(sizes)].split(sizes), flat[sum(sizes) : 2 * sum(sizes)].split(sizes)
+    for parameter, average, square in zip(parameters, first, second):
+        optimizer.state[parameter] = {"step": flat[-1].clone().cpu(), "exp_avg": average.view_as(parameter).clone(),
+                                      "exp_avg_sq": square.view_as(parameter).clone()}

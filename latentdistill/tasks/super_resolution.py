@@ -9,6 +9,7 @@ matching step decodes only a batch of each pseudo-class's latents (``sr.syntheti
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -39,13 +40,14 @@ from latentdistill.evaluate.super_resolution import (
     sr_protocol,
     sr_table,
     summarize_sr,
+    train_and_score,
     train_sr,
 )
 from latentdistill.export import DistilledSet, save_grid
 from latentdistill.io import atomic_save_file, check_writable, read_safetensors
 from latentdistill.runtime import resolve_device
 from latentdistill.storage import storage_per_class
-from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root
+from latentdistill.tasks.base import TASKS, autoencoder_tag, cache_root, safe_tag
 from latentdistill.tasks.sr_matching import Reconstruction, initial_sr_set, train_sr_experts
 
 
@@ -94,8 +96,10 @@ class SuperResolutionTask:
 
     def patch_difficulty(self, patches: torch.Tensor, device: torch.device, progress: bool = True) -> torch.Tensor:
         """Each training patch's L1 under an SRCNN trained on all of them (the ranking of loss-based pruning).
-        Cached beside the latents: it depends on the patches, the scale and the SR protocol, not on a run."""
-        sr = self.sr
+        Cached beside the latents: it depends on the patches, the scale and the quick protocol's numbers, not on a run."""
+        # The ranking trains under the quick protocol (with any number sr.iterations/batch_size/lr give), whatever
+        # sr.protocol names: the protocol judges a set, and must not change which set is made, nor cost 100k batches.
+        sr = dataclasses.replace(self.sr, protocol="quick")
         protocol = sr_protocol(sr)
         key = json.dumps({"ranker": "srcnn", "scale": sr.scale, "iterations": protocol.iterations,
                           "batch_size": protocol.batch_size, "lr": protocol.lr, **schedule_key(protocol),
@@ -162,6 +166,11 @@ class SuperResolutionTask:
                            ("evaluate.lr", self.config.evaluate.lr == "learned")):
             if value:
                 raise LatentDistillError(f"config key '{key}' is for classification; task sr does not read it")
+        defaults = type(self.config.buffer)()
+        for key in ("lr", "momentum", "weight_decay", "batch_size", "augment", "parallel"):
+            if getattr(self.config.buffer, key) != getattr(defaults, key):
+                raise LatentDistillError(f"config key 'buffer.{key}' is for classification experts; task sr trains its "
+                                         "experts as its protocol trains (sr.protocol, sr.augment)")
         if not self.sr.train or not self.sr.test:
             raise LatentDistillError(f"config key 'sr.{'train' if not self.sr.train else 'test'}' names no image folder")
         unknown = [name for name in self.sr.baselines if name not in BASELINES]
@@ -196,7 +205,7 @@ class SuperResolutionTask:
     def objective_setup(self, data: SRData) -> ObjectiveSetup:
         # No DSA: flips and crops of SR patches change what the network must reconstruct.
         no_augment = DifferentiableAugment(type(self.config.augment)(strategy="none"))
-        expects = {key: self.buffer_meta()[key] for key in ("task", "net", "scale", "patches")}
+        expects = {key: self.buffer_meta()[key] for key in ("task", "net", "scale", "patches", "lr", "batch_size")}
         return ObjectiveSetup(self.config.distill, no_augment, Reconstruction(self.sr.scale), self.config.precision,
                               self.buffer_directory(), expects)
 
@@ -216,7 +225,9 @@ class SuperResolutionTask:
         """``buffer.dir``, or outputs/buffers/sr-<patches>-x<scale>-<net> when it is empty."""
         if self.config.buffer.dir:
             return Path(self.config.buffer.dir)
-        return Path("outputs/buffers") / f"{self._prefix()}-x{self.sr.scale}-{self.sr.net}"
+        protocol = sr_protocol(self.sr)  # the experts train at its lr and batch; quick's buffer is the unsuffixed one
+        suffix = "" if protocol.name == "quick" else "-" + safe_tag(protocol.name)
+        return Path("outputs/buffers") / f"{self._prefix()}-x{self.sr.scale}-{self.sr.net}{suffix}"
 
     def buffer_meta(self) -> dict:
         """How SR experts are trained: as the evaluation trains its networks (Adam at the protocol's lr and
@@ -280,7 +291,7 @@ class SuperResolutionTask:
                 reused.append(name)
                 continue
             hr = distilled.images if name == own else choices[name]()
-            per_test = self.train_and_score(hr, tests, device, progress)
+            per_test = train_and_score(hr, tests, sr, self.config.seed, device, progress)
             results[name], patches_used[name] = per_test, len(hr)
             if name != own:
                 baselines.put(key, {"results": per_test, "patches": len(hr)})
@@ -299,21 +310,6 @@ class SuperResolutionTask:
             "results": {name: {test: summarize_sr(values) for test, values in per_test.items()}
                         for name, per_test in results.items()},
         }
-
-    def train_and_score(self, hr: torch.Tensor, tests: dict[str, list[torch.Tensor]], device: torch.device,
-                        progress: bool) -> dict[str, dict[str, list[float]]]:
-        """``sr.runs`` networks trained on the HR patches (one protocol), each scored on every test set."""
-        sr = self.sr
-        lr = make_lr_patches(hr, sr.scale)
-        per_test: dict[str, dict[str, list[float]]] = {}
-        for run in range(sr.runs):
-            model = train_sr(lr, hr, sr, self.config.seed * 1000 + run, device, progress=progress)
-            for test_name, images in tests.items():
-                scores = evaluate_sr(model, images, sr.scale, device)
-                entry = per_test.setdefault(test_name, {"psnr": [], "ssim": []})
-                entry["psnr"].append(scores["psnr"])
-                entry["ssim"].append(scores["ssim"])
-        return per_test
 
     def table(self, report: dict) -> str:
         return sr_table(report)

@@ -14,7 +14,7 @@ from pathlib import Path
 from latentdistill import nets
 from latentdistill.config import RunConfig, config_to_dict
 from latentdistill.distill.augment import DifferentiableAugment
-from latentdistill.distill.buffer import train_experts
+from latentdistill.distill.buffer import load_buffer, train_experts
 from latentdistill.distill.classifier_training import ClassifierTraining
 from latentdistill.distill.loop import distill
 from latentdistill.distill.objective import build_objective
@@ -48,6 +48,8 @@ def _check_names(config: RunConfig, task, processes: Processes) -> None:
     PRIORS.get(config.prior.name)
     if processes.count > 1 and config.distill.objective == "mtt":
         raise LatentDistillError("objective 'mtt' runs in one process: its student sees every class at once")
+    if config.distill.objective == "mtt" or config.distill.matching_nets == "experts":
+        load_buffer(task.buffer_directory())  # before minutes of encoding: is there a buffer at all?
 
 
 def run_distill(config: RunConfig, resume: bool = False, processes: Processes | None = None, progress: bool = True) -> Path:

@@ -16,7 +16,14 @@ from latentdistill.workflows.common import setup
 def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress: bool = True) -> Path:
     """Train ``sr.net`` on the ``sr.train`` folders' patches, or on a distilled file's; save the model to
     ``output_dir/sr_model.safetensors`` and print PSNR/SSIM on ``sr.test``."""
-    from latentdistill.evaluate.super_resolution import evaluate_sr, make_lr_patches, save_sr_model, train_sr
+    from latentdistill.evaluate.super_resolution import (
+        evaluate_sr,
+        make_lr_patches,
+        protocol_record,
+        save_sr_model,
+        sr_protocol,
+        train_sr,
+    )
     from latentdistill.tasks.super_resolution import SuperResolutionTask
 
     setup(config)
@@ -42,10 +49,11 @@ def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress:
         model = train_sr(make_lr_patches(hr, config.sr.scale), hr, config.sr, config.seed, device, progress=progress)
         if not folder.config.exists():  # the folder may be a distillation's: its config stays
             folder.write_config(config_to_dict(config))
+        protocol = sr_protocol(config.sr)
         save_sr_model(output, model, config.sr.net, config.sr.scale, {"trained_on": distilled_path or config.sr.train,
-                                                                       "patches": len(hr)})
+                                                                       "patches": len(hr), "protocol": protocol_record(protocol)})
     for name, images in task.test_sets().items():
-        print(json.dumps({"test": name, **evaluate_sr(model, images, config.sr.scale, device)}))
+        print(json.dumps({"test": name, **evaluate_sr(model, images, config.sr.scale, device), "protocol": protocol.name}))
     return output
 
 
