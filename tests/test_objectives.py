@@ -252,6 +252,11 @@ def test_gradient_matching_on_experts_uses_their_parameters(setup, tmp_path):
     context = fixed_context(net, latents, autoencoder, torch.optim.SGD([latents], lr=0.0), real)
     objective.load_expert(context)
     torch.testing.assert_close(torch.cat([p.detach().reshape(-1) for p in net.parameters()]), buffer.trajectory(0)[1])
+    # the inner loop trains the network in place; the expert's recorded row stays as it was
+    objective = GradientMatching(NO_AUGMENT, CE, outer_loop=2, inner_loop=1, experts=buffer, window=StartWindow(1, 2))
+    context = fixed_context(net, latents, autoencoder, torch.optim.SGD([latents], lr=0.0), real)
+    objective.iteration(context)
+    torch.testing.assert_close(objective._trajectories[0], buffer.trajectory(0), rtol=0, atol=0)
     other = nets.build("convnet", num_classes=3, resolution=16, width=4)
     with pytest.raises(LatentDistillError, match="another network"):
         objective.load_expert(fixed_context(other, latents, autoencoder, torch.optim.SGD([latents], lr=0.0), real))
