@@ -19,5 +19,5 @@ step() {  # step NAME VERB ARGS...: run one latentdistill verb unless its run fo
 step buffer buffer --config "$CONFIG" "$@"  # first: the config names its objective's buffer, even for zero steps
 step start run --config "$CONFIG" distill.iterations=0 output_dir="$OUT/start" "$@"
 step gm run --config "$CONFIG" output_dir="$OUT/gm" "$@"
-step pm run --config "$CONFIG" distill.objective=pm distill.syn_steps=10 distill.syn_batch=32 distill.syn_lr=0.05 \
+step pm run --config "$CONFIG" distill.objective=pm distill.iterations=150 distill.syn_steps=10 distill.syn_batch=32 distill.syn_lr=0.001 \
   output_dir="$OUT/pm" "$@"
