@@ -327,3 +327,12 @@ def test_dm_and_kmeans_through_the_loop(tmp_path):
     assert distilled.latents.shape[0] == 6 and distilled.metadata["config"]["distill"]["init"] == "kmeans"
     log = [json.loads(line) for line in (tmp_path / "dm" / "distill_log.jsonl").read_text().splitlines()]
     assert len(log) == 3 and all(row["loss"] > 0 for row in log)
+
+
+def test_a_truncated_expert_file_is_named_in_one_line(tmp_path):
+    buffer = make_buffer(tmp_path / "buffer", epochs=1)
+    data = buffer.files[0].read_bytes()
+    buffer.files[0].write_bytes(data[: len(data) // 2])
+    with pytest.raises(LatentDistillError) as error:
+        load_buffer(tmp_path / "buffer").trajectory(0)
+    assert "expert trajectory" in one_line(error) and "expert-000.safetensors" in one_line(error)

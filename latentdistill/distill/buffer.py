@@ -66,7 +66,7 @@ class ExpertBuffer:
         return int(self.meta["epochs"])
 
     def trajectory(self, index: int) -> torch.Tensor:
-        tensors, _ = read_safetensors(self.files[index])
+        tensors, _ = read_safetensors(self.files[index], "expert trajectory")
         if "trajectory" not in tensors:
             raise LatentDistillError(f"{self.files[index]} holds no 'trajectory' tensor")
         return tensors["trajectory"]
@@ -180,7 +180,7 @@ def resume_expert(directory: Path, index: int, net: nn.Module) -> _Expert:
     expert = _Expert(index, net, [flat_parameters(net)])
     partial = expert_path(directory, index, partial=True)
     if partial.exists():
-        tensors, _ = read_safetensors(partial)
+        tensors, _ = read_safetensors(partial, "partial expert")
         expert.rows = list(tensors["trajectory"].unbind(0))
         with torch.no_grad():
             for parameter, value in zip(net.parameters(), unflatten(expert.rows[-1], parameter_layout(net)).values()):
