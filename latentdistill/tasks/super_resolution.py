@@ -158,7 +158,7 @@ class SuperResolutionTask:
         OBJECTIVES.get(self.config.distill.objective)
         if self.config.distill.objective == "mtt":
             raise LatentDistillError("config key 'distill.objective': task sr's experts train with Adam, which mtt's SGD "
-                                     "student cannot follow; match trained networks with gm and distill.matching_nets=experts")
+                                     "student cannot follow; match trained networks with gm or pm and distill.matching_nets=experts")
         nets.build(self.sr.net, scale=self.sr.scale, task="sr", config_key="sr.net")
         for key, value in (("data.zca", self.config.data.zca), ("distill.storage_ipc", self.config.distill.storage_ipc),
                            ("distill.learn_labels", self.config.distill.learn_labels),
