@@ -256,7 +256,7 @@ def test_gradient_matching_on_experts_uses_their_parameters(setup, tmp_path):
     objective = GradientMatching(NO_AUGMENT, CE, outer_loop=2, inner_loop=1, experts=buffer, window=StartWindow(1, 2))
     context = fixed_context(net, latents, autoencoder, torch.optim.SGD([latents], lr=0.0), real)
     objective.iteration(context)
-    torch.testing.assert_close(objective._trajectories[0], buffer.trajectory(0), rtol=0, atol=0)
+    torch.testing.assert_close(objective.draws.trajectories[0], buffer.trajectory(0), rtol=0, atol=0)
     other = nets.build("convnet", num_classes=3, resolution=16, width=4)
     with pytest.raises(LatentDistillError, match="another network"):
         objective.load_expert(fixed_context(other, latents, autoencoder, torch.optim.SGD([latents], lr=0.0), real))

@@ -142,6 +142,27 @@ def check_start_window(settings) -> StartWindow:
                        settings.window_iterations)
 
 
+class ExpertDraws:
+    """Random rows of a buffer: a random expert at a random epoch of ``window``, each trajectory read once. The
+    networks gm matches on and pm's student starts are drawn here."""
+
+    def __init__(self, buffer: ExpertBuffer, window: StartWindow):
+        self.buffer, self.window = buffer, window
+        self.trajectories: dict[int, torch.Tensor] = {}
+
+    def draw(self, net: nn.Module, generator: torch.Generator, iteration: int, iterations: int) -> torch.Tensor:
+        """A flat parameter vector for ``net``'s architecture (the cached row itself: copy before training it)."""
+        index = int(torch.randint(len(self.buffer.files), (1,), generator=generator))
+        low, high = self.window.bounds(iteration, iterations)
+        epoch = int(torch.randint(low, high, (1,), generator=generator))
+        if index not in self.trajectories:
+            self.trajectories[index] = self.buffer.trajectory(index)
+        trajectory = self.trajectories[index]
+        if trajectory.shape[1] != sum(p.numel() for p in net.parameters()):
+            raise LatentDistillError(f"expert buffer {self.buffer.directory} was trained on another network than the one matched")
+        return trajectory[epoch]
+
+
 def expert_networks(setup) -> tuple[ExpertBuffer | None, StartWindow | None]:
     """For objectives that match on networks (gm, pm): with ``distill.matching_nets: experts`` the checked buffer
     and the window of epochs to draw a trained network from; ``(None, None)`` for fresh networks."""

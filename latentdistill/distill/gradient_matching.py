@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.utils import vector_to_parameters
 
 from latentdistill.distill.augment import AugmentParams, DifferentiableAugment
-from latentdistill.distill.buffer import ExpertBuffer, StartWindow, expert_networks
+from latentdistill.distill.buffer import ExpertBuffer, ExpertDraws, StartWindow, expert_networks
 from latentdistill.distill.objective import (
     OBJECTIVES,
     Criterion,
@@ -32,7 +32,6 @@ from latentdistill.distill.objective import (
     class_pairs,
     stacked_classes,
 )
-from latentdistill.errors import LatentDistillError
 from latentdistill.nets.stacked import can_stack
 from latentdistill.runtime import autocast, use_batched
 
@@ -73,8 +72,8 @@ class GradientMatching:
                  batched: bool | str = False, experts: ExpertBuffer | None = None, window: StartWindow | None = None):
         self.batched = batched
         # Matching on trained networks: each iteration's network is a random expert's at a random epoch.
-        self.experts, self.window = experts, window or StartWindow(0, 1)
-        self._trajectories: dict[int, torch.Tensor] = {}
+        self.experts = experts
+        self.draws = ExpertDraws(experts, window or StartWindow(0, 1)) if experts is not None else None
         self.augment = augment
         self.criterion = criterion
         self.precision = precision
@@ -154,17 +153,10 @@ class GradientMatching:
 
     def load_expert(self, context: IterationContext) -> None:
         """Set ``context.net`` to a random expert's parameters at a random epoch of the window."""
-        index = int(torch.randint(len(self.experts.files), (1,), generator=context.generator))
-        low, high = self.window.bounds(context.iteration, context.iterations)
-        epoch = int(torch.randint(low, high, (1,), generator=context.generator))
-        if index not in self._trajectories:
-            self._trajectories[index] = self.experts.trajectory(index)
-        trajectory = self._trajectories[index]
-        if trajectory.shape[1] != sum(p.numel() for p in context.net.parameters()):
-            raise LatentDistillError(f"expert buffer {self.experts.directory} was trained on another network than the one matched")
+        row = self.draws.draw(context.net, context.generator, context.iteration, context.iterations)
         with torch.no_grad():
             # a copy: the inner loop trains the network in place, and the cached trajectory must not move with it
-            vector_to_parameters(trajectory[epoch].to(context.device, copy=True), context.net.parameters())
+            vector_to_parameters(row.to(context.device, copy=True), context.net.parameters())
 
     def iteration(self, context: IterationContext) -> list[float]:
         if self.experts is not None:

@@ -18,10 +18,16 @@ import torch
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from latentdistill.distill.buffer import ExpertBuffer, StartWindow, expert_networks, parameter_layout, unflatten
+from latentdistill.distill.buffer import (
+    ExpertBuffer,
+    ExpertDraws,
+    StartWindow,
+    expert_networks,
+    parameter_layout,
+    unflatten,
+)
 from latentdistill.distill.objective import OBJECTIVES, Criterion, IterationContext, ObjectiveSetup
 from latentdistill.distill.trajectory_matching import student_steps
-from latentdistill.errors import LatentDistillError
 from latentdistill.runtime import autocast
 
 
@@ -33,9 +39,9 @@ class PerformanceMatching:
                  window: StartWindow | None = None):
         self.criterion, self.precision = criterion, precision
         self.syn_steps, self.syn_batch, self.steps_per_recompute = syn_steps, syn_batch, steps_per_recompute
-        self.experts, self.window = experts, window or StartWindow(0, 1)
+        self.experts = experts
+        self.draws = ExpertDraws(experts, window or StartWindow(0, 1)) if experts is not None else None
         self.synthetic_lr = torch.tensor(float(syn_lr))  # learned with the images, as MTT's
-        self._trajectories: dict[int, torch.Tensor] = {}
 
     def learnable(self) -> dict[str, torch.Tensor]:
         return {"synthetic_lr": self.synthetic_lr}
@@ -44,15 +50,7 @@ class PerformanceMatching:
         """The student's first parameters, flat: a random expert's at a random epoch, or the fresh network's."""
         if self.experts is None:
             return torch.cat([p.detach().reshape(-1) for p in context.net.parameters()])
-        index = int(torch.randint(len(self.experts.files), (1,), generator=context.generator))
-        low, high = self.window.bounds(context.iteration, context.iterations)
-        epoch = int(torch.randint(low, high, (1,), generator=context.generator))
-        if index not in self._trajectories:
-            self._trajectories[index] = self.experts.trajectory(index)
-        trajectory = self._trajectories[index]
-        if trajectory.shape[1] != sum(p.numel() for p in context.net.parameters()):
-            raise LatentDistillError(f"expert buffer {self.experts.directory} was trained on another network than the one matched")
-        return trajectory[epoch].to(context.device)
+        return self.draws.draw(context.net, context.generator, context.iteration, context.iterations).to(context.device)
 
     def iteration(self, context: IterationContext) -> list[float]:
         generator, layout = context.generator, parameter_layout(context.net)
