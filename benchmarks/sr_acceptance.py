@@ -4,7 +4,9 @@ of the same size and its own zero-step start, with each target and by how much i
     python benchmarks/sr_acceptance.py --start outputs/sr15/start --distilled outputs/sr15/gm [--test set5]
 
 Both folders hold a report.json written by `latentdistill run` or `evaluate` under one protocol (same
-seeds): the start is the same config with distill.iterations=0 (its row is "pool").
+seeds): the start is the same config with distill.iterations=0 (its row is "pool"). A baseline row (full,
+random, pruned, bicubic) is read from the first report that holds it: the distilled one, the start, then each
+--baselines folder, so evaluations that split the baselines between them (sr.baselines=[...]) make one table.
 """
 
 from __future__ import annotations
@@ -27,19 +29,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", required=True, type=Path)
     parser.add_argument("--distilled", required=True, type=Path)
+    parser.add_argument("--baselines", nargs="*", type=Path, default=[], help="more report folders for baseline rows")
     parser.add_argument("--test", default="set5")
     args = parser.parse_args()
     start = json.loads((args.start / "report.json").read_text())
     distilled = json.loads((args.distilled / "report.json").read_text())
+    others = [json.loads((folder / "report.json").read_text()) for folder in args.baselines]
     training = ("name", "iterations", "batch_size", "lr", "decay_at", "runs", "patch_size")
-    if any(start["protocol"].get(key) != distilled["protocol"].get(key) for key in training):
-        raise SystemExit("the two reports were made under different protocols")
+    for folder, report in zip([args.start, *args.baselines], [start, *others]):
+        if any(report["protocol"].get(key) != distilled["protocol"].get(key) for key in training):
+            raise SystemExit(f"{folder} and {args.distilled} were made under different protocols")
     own = next((row for row in distilled["results"] if row in ("distilled", "set")), None)
     if own is None or "pool" not in start["results"]:
         raise SystemExit(f"{args.distilled} must hold a set that took matching steps, {args.start} its zero-step start")
     tests = list(distilled["results"][own])
-    rows = {"full": (distilled, "full"), "random": (distilled, "random"), "pruned": (distilled, "pruned"),
-            "start": (start, "pool"), "distilled": (distilled, own), "bicubic": (distilled, "bicubic")}
+
+    def holder(row: str) -> dict:  # the first report with this baseline row (or the distilled one, which lacks it)
+        return next((r for r in (distilled, start, *others) if row in r["results"]), distilled)
+
+    rows = {"full": (holder("full"), "full"), "random": (holder("random"), "random"),
+            "pruned": (holder("pruned"), "pruned"), "start": (start, "pool"), "distilled": (distilled, own),
+            "bicubic": (holder("bicubic"), "bicubic")}
     budget = distilled["budget"]
     print(f"x{distilled['scale']} {distilled['net']}, {distilled['protocol']['name']} protocol, budget {budget:.2%}, "
           f"{distilled['protocol']['runs']} runs (mean ± std PSNR, dB)\n")

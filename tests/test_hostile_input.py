@@ -57,7 +57,7 @@ def test_integer_too_large_for_a_float_is_refused():
            "train_prior.lr") for value in (0, -1)],
         ("distill.embedding_lr=-0.5", "distill.embedding_lr", "at least 0"),
         ("sr.iterations=fast", "sr.iterations", "one of protocol"),
-        ("sr.protocol=slow", "sr.protocol", "quick | converged"),
+        ("sr.protocol=slow", "sr.protocol", "quick | espcn-converged | converged"),
         ("distill.matching_nets=trained", "distill.matching_nets", "fresh | experts"),
         ("distill.momentum=-5", "distill.momentum", "at least 0"),
         ("distill.momentum=1", "distill.momentum", "less than 1"),

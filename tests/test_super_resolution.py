@@ -218,6 +218,22 @@ def test_sr_protocols_are_named_and_a_changed_one_says_so():
     assert "'sr.iterations'" in one_line(error)
 
 
+def test_protocols_with_the_same_lr_and_batch_share_one_expert_buffer(tmp_path):
+    """Experts depend on the protocol's lr and batch only: espcn-converged (12k batches of 32) reuses quick's,
+    converged (batches of 64) gets its own folder."""
+    folders = make_sr_folders(tmp_path / "sr")
+
+    def directory(*overrides):
+        config = load_config(None, ["task=sr", f"sr.train=[{folders / 'train'}]", *overrides])
+        return SuperResolutionTask(config).buffer_directory()
+
+    quick = directory()
+    assert directory("sr.protocol=espcn-converged") == quick and directory("sr.iterations=12000") == quick
+    assert directory("sr.protocol=converged").name == quick.name + "-lr0.001-b64"
+    assert directory("sr.lr=0.0005") != quick
+    assert SR_PROTOCOLS["espcn-converged"].iterations == 12_000 and "ESPCN" in SR_PROTOCOLS["espcn-converged"].note
+
+
 def test_a_set_is_called_distilled_only_when_it_took_matching_steps():
     assert set_row({"distill_iterations": 40}) == ("distilled", "distilled (40 matching steps)")
     assert set_row({"distill_iterations": 0, "pool": 0.1}) == ("pool", "pruned pool through the autoencoder (zero matching steps)")

@@ -231,7 +231,7 @@ class SuperResolutionConfig:
     synthetic_batch: int = 32  # synthetic patches decoded per matching step (a class's share, at most)
     # The SR training protocol (every training set alike): L1 on (net(LR), HR), Adam, random flips and
     # 90-degree rotations, lr x0.5 at 1/2 and 3/4 of the iterations. `protocol` names one of SR_PROTOCOLS
-    # (quick | converged); a number for iterations, batch_size or lr overrides that protocol's, and the
+    # (quick | espcn-converged | converged); a number for iterations, batch_size or lr overrides that protocol's, and the
     # reports then name it as "<protocol>, modified".
     net: str = "espcn"
     protocol: str = "quick"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from latentdistill import nets
-from latentdistill.config import RunConfig, SRProtocol
+from latentdistill.config import SR_PROTOCOLS, RunConfig, SRProtocol
 from latentdistill.data.super_resolution import extract_patches, list_images, load_hr_images
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.buffer import ExpertBuffer
@@ -225,8 +225,9 @@ class SuperResolutionTask:
         """``buffer.dir``, or outputs/buffers/sr-<patches>-x<scale>-<net> when it is empty."""
         if self.config.buffer.dir:
             return Path(self.config.buffer.dir)
-        protocol = sr_protocol(self.sr)  # the experts train at its lr and batch; quick's buffer is the unsuffixed one
-        suffix = "" if protocol.name == "quick" else "-" + safe_tag(protocol.name)
+        protocol, quick = sr_protocol(self.sr), SR_PROTOCOLS["quick"]  # experts depend on the lr and batch only
+        same = (protocol.lr, protocol.batch_size) == (quick.lr, quick.batch_size)
+        suffix = "" if same else "-" + safe_tag(f"lr{protocol.lr:g}-b{protocol.batch_size}")
         return Path("outputs/buffers") / f"{self._prefix()}-x{self.sr.scale}-{self.sr.net}{suffix}"
 
     def buffer_meta(self) -> dict:
