@@ -70,6 +70,10 @@ def main() -> None:
         gap = measured - wanted
         verdict = "met" if gap >= 0 else f"missed by {-gap:.2f} dB"
         print(f"| {what} | >= {wanted:+.1f} dB | {measured:+.2f} dB | {verdict} |")
+    # The runs share their seeds, so the per-seed difference says whether a gain is one lucky run.
+    seeds = [mine - began for mine, began in zip(distilled["results"][own][args.test]["psnr"]["runs"],
+                                   start["results"]["pool"][args.test]["psnr"]["runs"])]
+    print(f"\ndistilled - start per seed ({args.test}): " + ", ".join(f"{gain:+.2f}" for gain in seeds) + " dB")
 
 
 if __name__ == "__main__":
