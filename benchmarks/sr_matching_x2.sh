@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 15 on a CPU: the 1% x2 set's zero-step start (the selected pool), and the same start after matching
 # on trained ESPCNs (gradient matching, performance matching), judged under one protocol with the baselines
-# of the same size. Each step's wall time goes to $OUT/times.txt; run folders go under $OUT.
+# of the same size: the config's espcn-converged (about 3 h on 2 CPU cores), or sr.protocol=quick (about
+# 75 min). Each step's wall time goes to $OUT/times.txt; run folders go under $OUT.
 #   bash benchmarks/sr_matching_x2.sh [OUT] [extra key=value ...]     (PYTHON=.venv/bin/python to choose one)
 #   python benchmarks/sr_acceptance.py --start OUT/start --distilled OUT/gm     (the acceptance table)
 set -euo pipefail
