@@ -3,7 +3,7 @@
 # again under another SR protocol (default espcn-converged: 12,000 batches of 32, where ESPCN x2 has
 # converged), with every baseline of the same size. The sets are only read; a set does not depend on the
 # protocol that judges it. Two evaluations run side by side on one thread each and split the baselines
-# (sr.baselines=[...]), so the 15 + 3 trainings take about 2.5 h instead of 3.
+# (sr.baselines=[...]): the 18 trainings took 2 h on 2 cores (about 3 h one after another).
 #   bash benchmarks/sr_converged_x2.sh SRC OUT [PROTOCOL]     (SRC: sr_matching_x2.sh's folder; PYTHON=...)
 #   python benchmarks/sr_acceptance.py --start OUT/start --distilled OUT/gm
 #   python benchmarks/sr_acceptance.py --start OUT/start --distilled OUT/pm --baselines OUT/gm
