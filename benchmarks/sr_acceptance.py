@@ -25,6 +25,13 @@ def psnr(report: dict, row: str, test: str) -> tuple[float, float]:
     return entry["mean"], entry["std"]
 
 
+def read_report(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"{folder / 'report.json'}: not a readable report ({error.__class__.__name__})") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", required=True, type=Path)
@@ -32,9 +39,9 @@ def main() -> None:
     parser.add_argument("--baselines", nargs="*", type=Path, default=[], help="more report folders for baseline rows")
     parser.add_argument("--test", default="set5")
     args = parser.parse_args()
-    start = json.loads((args.start / "report.json").read_text())
-    distilled = json.loads((args.distilled / "report.json").read_text())
-    others = [json.loads((folder / "report.json").read_text()) for folder in args.baselines]
+    start = read_report(args.start)
+    distilled = read_report(args.distilled)
+    others = [read_report(folder) for folder in args.baselines]
     training = ("name", "iterations", "batch_size", "lr", "decay_at", "runs", "patch_size")
     for folder, report in zip([args.start, *args.baselines], [start, *others]):
         if any(report["protocol"].get(key) != distilled["protocol"].get(key) for key in training):
