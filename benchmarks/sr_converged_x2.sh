@@ -16,7 +16,7 @@ judge() {  # judge NAME BASELINES: evaluate SRC/NAME's set under PROTOCOL into O
   local started=$(date +%s)
   OMP_NUM_THREADS=1 "${PYTHON:-python}" -m latentdistill evaluate "$SRC/$name/distilled.safetensors" \
     --config "$SRC/$name/config.yaml" sr.protocol="$PROTOCOL" "sr.baselines=$baselines" output_dir="$OUT/$name" \
-    > "$OUT/$name.log" 2>&1
+    > "$OUT/$name.log" 2>&1 || { echo "$name: $(tail -n 1 "$OUT/$name.log") (log: $OUT/$name.log)" >&2; return 1; }
   echo "$name (baselines $baselines) $(( $(date +%s) - started )) s" >> "$OUT/times.txt"
 }
 (judge start "[full,bicubic]" && judge pm "[bicubic]") &

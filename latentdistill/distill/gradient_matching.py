@@ -72,7 +72,6 @@ class GradientMatching:
                  batched: bool | str = False, experts: ExpertBuffer | None = None, window: StartWindow | None = None):
         self.batched = batched
         # Matching on trained networks: each iteration's network is a random expert's at a random epoch.
-        self.experts = experts
         self.draws = ExpertDraws(experts, window or StartWindow(0, 1)) if experts is not None else None
         self.augment = augment
         self.criterion = criterion
@@ -159,7 +158,7 @@ class GradientMatching:
             vector_to_parameters(row.to(context.device, copy=True), context.net.parameters())
 
     def iteration(self, context: IterationContext) -> list[float]:
-        if self.experts is not None:
+        if self.draws is not None:
             self.load_expert(context)
         net, generator, labels = context.net, context.generator, context.synthetic_labels
         net_optimizer = torch.optim.SGD(net.parameters(), lr=self.inner_lr)

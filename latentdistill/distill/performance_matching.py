@@ -39,7 +39,6 @@ class PerformanceMatching:
                  window: StartWindow | None = None):
         self.criterion, self.precision = criterion, precision
         self.syn_steps, self.syn_batch, self.steps_per_recompute = syn_steps, syn_batch, steps_per_recompute
-        self.experts = experts
         self.draws = ExpertDraws(experts, window or StartWindow(0, 1)) if experts is not None else None
         self.synthetic_lr = torch.tensor(float(syn_lr))  # learned with the images, as MTT's
 
@@ -48,7 +47,7 @@ class PerformanceMatching:
 
     def start(self, context: IterationContext) -> torch.Tensor:
         """The student's first parameters, flat: a random expert's at a random epoch, or the fresh network's."""
-        if self.experts is None:
+        if self.draws is None:
             return torch.cat([p.detach().reshape(-1) for p in context.net.parameters()])
         return self.draws.draw(context.net, context.generator, context.iteration, context.iterations).to(context.device)
 
