@@ -21,7 +21,10 @@ INTERRUPTED = {
     "train-prior": "the last checkpoint written (every train_prior.checkpoint_every steps) is kept; run the same command with --resume to continue",
     "encode": "finished cache shards are kept; run the same command again to continue encoding",
     "buffer": "finished experts and the current expert's last epoch are kept; run the same command again to continue",
-    "evaluate": "nothing was written; run the evaluation again",
+    "evaluate": ("an SR evaluation keeps its finished runs and the running network's last minute in its folder's "
+                 "progress/ (named above): run it again with that output_dir to continue; otherwise nothing was "
+                 "written but cached baselines: run it again"),
+    "sr-train": "the training's checkpoint (written every minute) is kept in output_dir: run the same command again to continue",
     "export": "nothing was written (the export is renamed into place only when complete); run it again",
     "prepare": "finished splits are kept, a half-written one is redone; run the same command again",
     "rank-nets": "full-data results already trained are cached; run the same command again to continue",

@@ -93,6 +93,7 @@ class RunFolder:
     REPORT = "report.json"
     LOCK = ".lock"
     SR_MODEL = "sr_model.safetensors"  # sr-train
+    SR_MODEL_CHECKPOINT = "sr_model_checkpoint.safetensors"  # sr-train's state while it trains
     PRIOR_CHECKPOINT = "train_prior_checkpoint.safetensors"  # train-prior (the prior itself: diffusers folders)
     PRIOR_LOG = "train_prior_log.jsonl"
 

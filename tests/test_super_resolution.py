@@ -1,6 +1,7 @@
 """Super-resolution: metrics against hand-computed values, the standard bicubic figures, SR training,
 and an SR distillation of a few steps through the CLI on tiny data."""
 
+import dataclasses
 import json
 import math
 
@@ -13,19 +14,16 @@ from latentdistill.cli import main
 from latentdistill.config import SR_PROTOCOLS, SuperResolutionConfig, load_config
 from latentdistill.data.super_resolution import extract_patches, load_hr_images, make_lr, modcrop
 from latentdistill.errors import LatentDistillError
+from latentdistill.evaluate.sr_training import make_lr_patches, protocol_record, sr_protocol, train_sr
 from latentdistill.evaluate.super_resolution import (
     evaluate_sr,
     load_sr_model,
-    make_lr_patches,
-    protocol_record,
     pruned_subset,
     psnr_y,
     rgb_to_y,
     save_sr_model,
     set_row,
-    sr_protocol,
     ssim_y,
-    train_sr,
 )
 from latentdistill.export import read_distilled
 from latentdistill.io import read_safetensors
@@ -166,6 +164,17 @@ def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
     trained = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert trained and all(line["protocol"] == "quick, modified (iterations=5, batch_size=4)" for line in trained)
     assert json.loads(read_safetensors(tmp_path / "model" / "sr_model.safetensors")[1]["protocol"])["iterations"] == 5
+    assert not (tmp_path / "model" / "sr_model_checkpoint.safetensors").exists()  # a finished training leaves none
+    # sr-train continues a checkpoint in output_dir, and refuses one of another training, naming it
+    from latentdistill.evaluate.sr_training import SRTraining
+
+    patches = read_distilled(tmp_path / "gm" / "distilled.safetensors").images
+    (tmp_path / "model2").mkdir()
+    SRTraining(make_lr_patches(patches, 2), patches, load_config(config, []).sr, 0, torch.device("cpu")).save(
+        tmp_path / "model2" / "sr_model_checkpoint.safetensors", "another training")
+    assert main(["--no-progress", "sr-train", "--config", str(config), "--from", str(tmp_path / "gm" / "distilled.safetensors"),
+                 f"output_dir={tmp_path / 'model2'}"]) == 2
+    assert "model2/sr_model_checkpoint.safetensors belongs to another training" in capsys.readouterr().err
     assert main(["sr-eval", "--model", str(tmp_path / "model" / "sr_model.safetensors"), "--scale", "2", str(root / "test")]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line) >= {"psnr", "ssim"} and math.isfinite(line["psnr"]) and 0 < line["ssim"] <= 1
@@ -315,3 +324,108 @@ def test_an_interrupted_sr_expert_resumes_to_the_same_trajectory(tmp_path, monke
     monkeypatch.setattr(buffer_module, "atomic_save_file", real_save)
     assert torch.equal(train(tmp_path / "resumed").trajectory(0), reference)  # Adam's moments came back too
     assert not (tmp_path / "resumed" / "expert-000.partial.safetensors").exists()
+
+
+def interrupt_after(monkeypatch, module, name: str, calls: int) -> None:
+    """The process dies right after the ``calls``-th write by ``module.name`` (a file helper): a real write, then
+    Ctrl-C."""
+    real = getattr(module, name)
+    done = []
+
+    def write_then_stop(*args, **kwargs):
+        real(*args, **kwargs)
+        done.append(1)
+        if len(done) == calls:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, name, write_then_stop)
+
+
+def test_an_interrupted_sr_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import latentdistill.evaluate.sr_training as sr_module
+    from latentdistill.evaluate.sr_training import TrainingCheckpoint
+
+    hr = extract_patches([texture(seed, 32) for seed in range(3)], 16, 8)
+    lr = make_lr_patches(hr, 2)
+    config = SuperResolutionConfig(scale=2, net="fsrcnn", iterations=20, batch_size=4, lr=3e-3)  # lr halves at 10 and 15
+    reference = train_sr(lr, hr, config, seed=3, device=torch.device("cpu")).state_dict()
+    checkpoint = TrainingCheckpoint(tmp_path / "training.safetensors", "fsrcnn on the textures", every_seconds=0)
+    interrupt_after(monkeypatch, sr_module, "atomic_save_file", 7)  # a checkpoint after every iteration: stop at 7
+    with pytest.raises(KeyboardInterrupt):
+        train_sr(lr, hr, config, seed=3, device=torch.device("cpu"), checkpoint=checkpoint)
+    assert read_safetensors(checkpoint.path)[1]["iteration"] == "7"
+    monkeypatch.undo()
+    kept = checkpoint.path.read_bytes()
+    resumed = train_sr(lr, hr, config, seed=3, device=torch.device("cpu"), checkpoint=checkpoint).state_dict()
+    assert all(torch.equal(resumed[name], reference[name]) for name in reference)  # Adam, the lr and the batches came back
+    assert not checkpoint.path.exists()  # a finished training leaves no checkpoint
+
+    # a checkpoint of another training, a damaged one, or one of another network: one line naming the file
+    checkpoint.path.write_bytes(kept)
+    for wrong, expected in ((dataclasses.replace(checkpoint, key="another set"), "belongs to another training"),
+                            (checkpoint, "does not fit")):
+        with pytest.raises(LatentDistillError) as error:
+            espcn = dataclasses.replace(config, net="espcn") if wrong is checkpoint else config
+            train_sr(lr, hr, espcn, seed=3, device=torch.device("cpu"), checkpoint=wrong)
+        assert "training.safetensors" in one_line(error) and expected in str(error.value)
+    checkpoint.path.write_bytes(kept[: len(kept) // 2])
+    with pytest.raises(LatentDistillError) as error:
+        train_sr(lr, hr, config, seed=3, device=torch.device("cpu"), checkpoint=checkpoint)
+    assert "training.safetensors" in one_line(error) and "unreadable" in str(error.value)
+
+
+def test_sr_run_records_keep_finished_runs_and_refuse_another_rows(tmp_path):
+    from latentdistill.evaluate.sr_training import RunRecords, train_and_score
+
+    hr = extract_patches([texture(seed, 32) for seed in range(3)], 16, 8)
+    tests = {"test": [texture(50, 32)]}
+    config = SuperResolutionConfig(scale=2, net="espcn", iterations=6, batch_size=4, runs=2)
+    records = RunRecords(tmp_path / "progress", "espcn on the textures")
+    measured = train_and_score(hr, tests, config, 0, torch.device("cpu"), records=records)
+    assert sorted(records.finished()) == [0, 1] and list((tmp_path / "progress").iterdir()) == [records.path]
+    # a record whose run 0 says 99 dB and which lacks run 1: run 0 is read, run 1 trained again to the same value
+    record = json.loads(records.path.read_text())
+    record["runs"]["0"]["test"]["psnr"] = 99.0
+    del record["runs"]["1"]
+    records.path.write_text(json.dumps(record))
+    again = train_and_score(hr, tests, config, 0, torch.device("cpu"), records=records)
+    assert again["test"]["psnr"] == [99.0, measured["test"]["psnr"][1]]
+    records.path.write_text(json.dumps({**record, "key": "another row"}))
+    with pytest.raises(LatentDistillError) as error:
+        records.finished()
+    assert records.path.name in one_line(error)
+    records.path.write_text("{broken")
+    with pytest.raises(LatentDistillError) as error:
+        train_and_score(hr, tests, config, 0, torch.device("cpu"), records=records)
+    assert records.path.name in one_line(error)
+
+
+def test_an_interrupted_sr_evaluation_continues_in_its_folder(tmp_path, capsys, monkeypatch):
+    import latentdistill.evaluate.sr_training as sr_module
+
+    root = make_sr_folders(tmp_path / "sr")
+    save_tiny_autoencoder(tmp_path / "autoencoder")
+    config = tmp_path / "sr.yaml"
+    config.write_text(json.dumps({
+        "task": "sr", "output_dir": str(tmp_path / "pool"), "device": "cpu",
+        "autoencoder": {"name_or_path": str(tmp_path / "autoencoder")}, "cache": {"dir": str(tmp_path / "cache")},
+        "distill": {"iterations": 0}, "evaluate": {"reuse_baselines": False},
+        "sr": {"train": [str(root / "train")], "test": [str(root / "test")], "scale": 2, "patch_size": 16, "stride": 16,
+               "budget": 0.25, "pool": 0.25, "pseudo_classes": 2, "net": "espcn", "iterations": 5, "batch_size": 4,
+               "runs": 2, "baselines": ["random"]},
+    }))
+    assert main(["--no-progress", "distill", "--config", str(config)]) == 0
+    pool = str(tmp_path / "pool" / "distilled.safetensors")
+    evaluate = ["--no-progress", "evaluate", pool, "--config", str(config)]
+    assert main([*evaluate, f"output_dir={tmp_path / 'reference'}"]) == 0
+    reference = json.loads((tmp_path / "reference" / "report.json").read_text())["results"]
+    capsys.readouterr()
+    interrupt_after(monkeypatch, sr_module, "atomic_write_text", 3)  # the set's two runs and random's first are kept
+    assert main(evaluate) == 130  # no output_dir: a fresh evaluation-N folder, kept because it holds progress
+    err = capsys.readouterr().err
+    folder = tmp_path / "pool" / "evaluation-1"
+    assert f"output_dir={folder}" in err and not (folder / "report.json").exists()
+    assert sorted(len(json.loads(p.read_text())["runs"]) for p in (folder / "progress").glob("runs-*.json")) == [1, 2]
+    monkeypatch.undo()
+    assert main([*evaluate, f"output_dir={folder}"]) == 0
+    assert json.loads((folder / "report.json").read_text())["results"] == reference  # the same numbers as one go

@@ -1,4 +1,5 @@
-"""Super-resolution metrics as the SR literature reports them, and the test-set evaluation.
+"""Super-resolution metrics as the SR literature reports them, the test-set evaluation, pruning and model files
+(how SR networks are trained for an evaluation: ``sr_training``).
 
 PSNR and SSIM on the luma channel of ITU-R BT.601 (Y = 16 + 65.481 R + 128.553 G + 24.966 B for R, G, B
 in [0, 1]; Y in 16..235), with ``scale`` pixels cropped from every border; PSNR with peak 255; SSIM with
@@ -15,12 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from latentdistill import nets
-from latentdistill.config import SRProtocol, SuperResolutionConfig
-from latentdistill.config.sr_protocols import sr_protocol
-from latentdistill.data.super_resolution import bicubic_resize, dihedral, make_lr, modcrop
+from latentdistill.data.super_resolution import bicubic_resize, make_lr, modcrop
 from latentdistill.errors import LatentDistillError
 from latentdistill.io import atomic_save_file, read_safetensors
 
@@ -93,71 +91,6 @@ def evaluate_sr(model: torch.nn.Module | str, images: list[torch.Tensor], scale:
         psnrs.append(psnr_y(output, hr, scale))
         ssims.append(ssim_y(output, hr, scale))
     return {"psnr": statistics.fmean(psnrs), "ssim": statistics.fmean(ssims), "images": len(images)}
-
-
-# --- the SR training protocol ----------------------------------------------------------------
-
-
-def make_lr_patches(hr_patches: torch.Tensor, scale: int) -> torch.Tensor:
-    """LR partners of uint8 HR patches, made exactly as the test LR images are (PIL bicubic, 8 bits)."""
-    return torch.stack([make_lr(patch, scale) for patch in hr_patches])
-
-
-def protocol_record(protocol: SRProtocol) -> dict:
-    """What a report says of the protocol that produced it."""
-    return {"name": protocol.name, "iterations": protocol.iterations, "batch_size": protocol.batch_size,
-            "lr": protocol.lr, "decay_at": list(protocol.decay_at), "note": protocol.note}
-
-
-def train_sr(
-    lr_patches: torch.Tensor,
-    hr_patches: torch.Tensor,
-    config: SuperResolutionConfig,
-    seed: int,
-    device: torch.device,
-    net: str | None = None,
-    progress: bool = False,
-) -> torch.nn.Module:
-    """L1 between net(LR) and HR with Adam, under the protocol ``config`` names (``sr_protocol``), each batch
-    under one random flip/rotation when ``config.augment``; patches are uint8."""
-    protocol = sr_protocol(config)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = nets.build(net or config.net, scale=config.scale, task="sr").to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
-    milestones = [int(protocol.iterations * fraction) for fraction in protocol.decay_at]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.5)
-    lr_patches, hr_patches = lr_patches.to(device), hr_patches.to(device)
-    model.train()
-    description = f"train {net or config.net} x{config.scale} ({protocol.name})"
-    for _ in tqdm(range(protocol.iterations), desc=description, disable=not progress):
-        rows = torch.randint(len(hr_patches), (protocol.batch_size,), generator=generator).to(device)
-        low, high = lr_patches[rows].float() / 255, hr_patches[rows].float() / 255
-        if config.augment:
-            flip, rotations = bool(torch.randint(2, (1,), generator=generator)), int(torch.randint(4, (1,), generator=generator))
-            low, high = dihedral(low, flip, rotations), dihedral(high, flip, rotations)
-        loss = F.l1_loss(model(low), high)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-    return model
-
-
-def train_and_score(hr: torch.Tensor, tests: dict[str, list[torch.Tensor]], config: SuperResolutionConfig, seed: int,
-                    device: torch.device, progress: bool = False) -> dict[str, dict[str, list[float]]]:
-    """``config.runs`` networks trained on the uint8 HR patches under one protocol (run r with seed
-    ``seed * 1000 + r``, the same for every set), each scored on every test set: ``{test: {metric: [per run]}}``."""
-    lr = make_lr_patches(hr, config.scale)
-    per_test: dict[str, dict[str, list[float]]] = {}
-    for run in range(config.runs):
-        model = train_sr(lr, hr, config, seed * 1000 + run, device, progress=progress)
-        for test_name, images in tests.items():
-            scores = evaluate_sr(model, images, config.scale, device)
-            entry = per_test.setdefault(test_name, {"psnr": [], "ssim": []})
-            entry["psnr"].append(scores["psnr"])
-            entry["ssim"].append(scores["ssim"])
-    return per_test
 
 
 @torch.no_grad()

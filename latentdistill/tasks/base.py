@@ -63,8 +63,9 @@ class Task(Protocol):
     def save_grid(self, images: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
         """A PNG of the exported set for a quick look."""
 
-    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
-        """Train fresh networks on the set and on its baselines; the report (JSON-ready)."""
+    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True, folder: Path | None = None) -> dict:
+        """Train fresh networks on the set and on its baselines; the report (JSON-ready). ``folder`` (the
+        evaluation's run folder) is where a task may keep progress that an interrupted evaluation resumes from."""
 
     def table(self, report: dict) -> str:
         """The report as a markdown table, as the CLI prints it."""

@@ -245,8 +245,8 @@ class ClassificationTask:
 
     # --- evaluation -------------------------------------------------------------------------------
 
-    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
-        self.check_evaluation_names()
+    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True, folder: Path | None = None) -> dict:
+        self.check_evaluation_names()  # no progress in folder: its runs are minutes, and its baselines are cached per run
         judging = prepare_judging(ClassificationTask, self.config, distilled, source, progress)
         config, evaluation, task, data, device = judging.config, judging.evaluation, judging.task, judging.data, judging.device
         teacher = None

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from latentdistill import nets
-from latentdistill.config import SR_PROTOCOLS, RunConfig, SRProtocol
+from latentdistill.config import SR_PROTOCOLS, RunConfig
 from latentdistill.data.super_resolution import extract_patches, list_images, load_hr_images
 from latentdistill.distill.augment import DifferentiableAugment
 from latentdistill.distill.buffer import ExpertBuffer
@@ -30,18 +30,22 @@ from latentdistill.distill.objective import OBJECTIVES, ObjectiveSetup
 from latentdistill.distill.synthetic import kmeans
 from latentdistill.errors import LatentDistillError
 from latentdistill.evaluate.baselines import BaselineCache
-from latentdistill.evaluate.super_resolution import (
-    evaluate_sr,
+from latentdistill.evaluate.sr_training import (
+    RunRecords,
     make_lr_patches,
-    patch_losses,
+    protocol_key,
     protocol_record,
-    pruned_subset,
-    set_row,
     sr_protocol,
-    sr_table,
-    summarize_sr,
     train_and_score,
     train_sr,
+)
+from latentdistill.evaluate.super_resolution import (
+    evaluate_sr,
+    patch_losses,
+    pruned_subset,
+    set_row,
+    sr_table,
+    summarize_sr,
 )
 from latentdistill.export import DistilledSet, save_grid
 from latentdistill.io import atomic_save_file, check_writable, read_safetensors
@@ -60,12 +64,6 @@ class SRData:
 
 
 BASELINES = ("full", "random", "pruned", "bicubic")
-
-
-def schedule_key(protocol: SRProtocol) -> dict:
-    """The lr schedule's part of a cache key: none for the schedule every protocol had before they were named,
-    so baselines and patch rankings cached then stay valid."""
-    return {} if protocol.decay_at == (0.5, 0.75) else {"decay_at": list(protocol.decay_at)}
 
 
 @TASKS.register("sr")
@@ -101,9 +99,8 @@ class SuperResolutionTask:
         # sr.protocol names: the protocol judges a set, and must not change which set is made, nor cost 100k batches.
         sr = dataclasses.replace(self.sr, protocol="quick")
         protocol = sr_protocol(sr)
-        key = json.dumps({"ranker": "srcnn", "scale": sr.scale, "iterations": protocol.iterations,
-                          "batch_size": protocol.batch_size, "lr": protocol.lr, **schedule_key(protocol),
-                          "augment": sr.augment, "seed": self.config.seed, "patches": len(patches)}, sort_keys=True)
+        key = json.dumps({"ranker": "srcnn", "scale": sr.scale, **protocol_key(protocol), "augment": sr.augment,
+                          "seed": self.config.seed, "patches": len(patches)}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         path = self.cache_root() / f"{self._prefix()}-x{sr.scale}-difficulty-{digest}.safetensors"
         if path.is_file():
@@ -196,9 +193,7 @@ class SuperResolutionTask:
         def prepare_real(batch: torch.Tensor) -> torch.Tensor:
             return batch.to(device).float() / 255
 
-        def matching_network():
-            return nets.build(sr.net, scale=sr.scale, task="sr")
-
+        matching_network = functools.partial(nets.build, sr.net, scale=sr.scale, task="sr")
         return MatchingProblem(classes, real_by_class, prepare_real, start, matching_network, Reconstruction(sr.scale),
                                lambda images: images.float(), synthetic_batch=sr.synthetic_batch)
 
@@ -251,18 +246,24 @@ class SuperResolutionTask:
     def test_sets(self) -> dict[str, list[torch.Tensor]]:
         return {Path(folder).name: load_hr_images(folder) for folder in self.sr.test}
 
-    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True) -> dict:
+    def check_set(self, distilled: DistilledSet, source: Path) -> None:
+        """Refuse, before any training, a set this config cannot judge."""
+        self.check_names()
+        if distilled.metadata.get("scale") not in (None, self.sr.scale):
+            raise LatentDistillError(f"{source} was distilled for x{distilled.metadata['scale']}; config key 'sr.scale' "
+                                     f"is {self.sr.scale}: set sr.scale={distilled.metadata['scale']}")
+        if distilled.images.shape[-1] % self.sr.scale:
+            raise LatentDistillError(f"{source} holds {distilled.images.shape[-1]}px patches, not a multiple of "
+                                     f"config key 'sr.scale' ({self.sr.scale})")
+
+    def evaluate(self, distilled: DistilledSet, source: Path, progress: bool = True, folder: Path | None = None) -> dict:
         """Train ``sr.runs`` SR networks on the distilled patches and on each baseline of the same size, with
-        one protocol; PSNR/SSIM (Y, border = scale) on every test set."""
+        one protocol; PSNR/SSIM (Y, border = scale) on every test set. With ``folder``, each finished run and the
+        running network's checkpoint are kept in ``folder/progress``, so the same evaluation run again into the
+        same folder continues (a converged protocol is hours of a CPU per network)."""
         sr, seed = self.sr, self.config.seed
         device = resolve_device(self.config.device)
-        self.check_names()
-        if distilled.metadata.get("scale") not in (None, sr.scale):
-            raise LatentDistillError(f"{source} was distilled for x{distilled.metadata['scale']}; config key 'sr.scale' "
-                                     f"is {sr.scale}: set sr.scale={distilled.metadata['scale']}")
-        if distilled.images.shape[-1] % sr.scale:
-            raise LatentDistillError(f"{source} holds {distilled.images.shape[-1]}px patches, not a multiple of "
-                                     f"config key 'sr.scale' ({sr.scale})")
+        self.check_set(distilled, source)
         real = self.training_patches()
         count = len(distilled.images)
         tests = self.test_sets()
@@ -272,8 +273,8 @@ class SuperResolutionTask:
                                   if self.config.evaluate.reuse_baselines else None)
         training = protocol_record(sr_protocol(sr))
         protocol = {"scale": sr.scale, "net": sr.net, "patch_size": sr.patch_size, "stride": sr.stride,
-                    **{k: training[k] for k in ("iterations", "batch_size", "lr")}, **schedule_key(sr_protocol(sr)), "augment": sr.augment,
-                    "runs": sr.runs, "seed": seed, "tests": [str(Path(t).resolve()) for t in sr.test], "device": device.type}
+                    **protocol_key(sr_protocol(sr)), "augment": sr.augment, "runs": sr.runs, "seed": seed,
+                    "tests": [str(Path(t).resolve()) for t in sr.test], "device": device.type}
         choices = {
             "full": lambda: real,
             "random": lambda: real[torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:count]],
@@ -292,7 +293,9 @@ class SuperResolutionTask:
                 reused.append(name)
                 continue
             hr = distilled.images if name == own else choices[name]()
-            per_test = train_and_score(hr, tests, sr, self.config.seed, device, progress)
+            row = key if name != own else json.dumps({"pixels": hashlib.sha256(hr.numpy().tobytes()).hexdigest(), "row": key})
+            records = RunRecords(folder / "progress", row) if folder is not None else None  # a set's runs: by its pixels
+            per_test = train_and_score(hr, tests, sr, self.config.seed, device, progress, records)
             results[name], patches_used[name] = per_test, len(hr)
             if name != own:
                 baselines.put(key, {"results": per_test, "patches": len(hr)})

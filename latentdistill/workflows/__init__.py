@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -153,7 +154,13 @@ def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder | None =
     with folder.lock():  # made (and proved writable) before the work, so a finished evaluation has a home
         folder.check_report()
         started = time.perf_counter()
-        report = {"distilled_file": str(path.resolve()), **task.evaluate(distilled, path, progress=progress)}
+        try:
+            report = {"distilled_file": str(path.resolve()), **task.evaluate(distilled, path, progress=progress, folder=folder.path)}
+        except KeyboardInterrupt:
+            if (folder.path / "progress").is_dir():  # name the folder: without output_dir, a rerun would pick a fresh one
+                print(f"evaluation progress kept in {folder.path / 'progress'}: continue with output_dir={folder.path}",
+                      file=sys.stderr, flush=True)
+            raise
         report.setdefault("minutes", round((time.perf_counter() - started) / 60, 2))
         print(task.table(report), flush=True)
         folder.write_report(json.dumps(report, indent=2))

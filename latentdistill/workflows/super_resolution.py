@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,15 +16,16 @@ from latentdistill.workflows.common import setup
 
 def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress: bool = True) -> Path:
     """Train ``sr.net`` on the ``sr.train`` folders' patches, or on a distilled file's; save the model to
-    ``output_dir/sr_model.safetensors`` and print PSNR/SSIM on ``sr.test``."""
-    from latentdistill.evaluate.super_resolution import (
-        evaluate_sr,
+    ``output_dir/sr_model.safetensors`` and print PSNR/SSIM on ``sr.test``. The training checkpoints into
+    ``output_dir`` every minute; the same command run again continues an interrupted one."""
+    from latentdistill.evaluate.sr_training import (
+        TrainingCheckpoint,
         make_lr_patches,
         protocol_record,
-        save_sr_model,
         sr_protocol,
         train_sr,
     )
+    from latentdistill.evaluate.super_resolution import evaluate_sr, save_sr_model
     from latentdistill.tasks.super_resolution import SuperResolutionTask
 
     setup(config)
@@ -46,10 +48,16 @@ def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress:
         hr = task.training_patches()
     with folder.lock():
         check()
-        model = train_sr(make_lr_patches(hr, config.sr.scale), hr, config.sr, config.seed, device, progress=progress)
+        # The key names the training exactly, so a checkpoint of other patches or another protocol is refused.
+        protocol = sr_protocol(config.sr)
+        key = json.dumps({"pixels": hashlib.sha256(hr.numpy().tobytes()).hexdigest(), "net": config.sr.net,
+                          "scale": config.sr.scale, "augment": config.sr.augment, "seed": config.seed,
+                          **protocol_record(protocol)}, sort_keys=True)
+        checkpoint = TrainingCheckpoint(folder.path / RunFolder.SR_MODEL_CHECKPOINT, key)
+        model = train_sr(make_lr_patches(hr, config.sr.scale), hr, config.sr, config.seed, device, progress=progress,
+                         checkpoint=checkpoint)
         if not folder.config.exists():  # the folder may be a distillation's: its config stays
             folder.write_config(config_to_dict(config))
-        protocol = sr_protocol(config.sr)
         save_sr_model(output, model, config.sr.net, config.sr.scale, {"trained_on": distilled_path or config.sr.train,
                                                                        "patches": len(hr), "protocol": protocol_record(protocol)})
     for name, images in task.test_sets().items():
