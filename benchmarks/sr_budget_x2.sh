@@ -6,6 +6,7 @@
 # distillation (ITERATIONS steps), then its evaluation with [random,bicubic]. Each step's wall time goes to
 # OUT/times.txt; a finished step is skipped, and an interrupted one continues (distill --resume; an evaluation from
 # OUT/NAME/progress).
+# One OUT holds one table: other arguments need another OUT (the .done markers do not compare them).
 #   bash benchmarks/sr_budget_x2.sh BUDGET ITERATIONS OUT [key=value ...]   (e.g. 0.1 500 outputs/sr15_10; PYTHON=...)
 #   (a smoke check: ... 0.1 2 /tmp/smoke sr.runs=1 sr.protocol=quick sr.iterations=20, a few minutes)
 #   python benchmarks/sr_acceptance.py --start OUT/start --distilled OUT/gm
@@ -30,6 +31,7 @@ step buffer buffer --config "$CONFIG" "${EXTRA[@]}"  # the experts (reused when 
 (step start distill --config "$CONFIG" sr.budget="$BUDGET" distill.iterations=0 output_dir="$OUT/start" --resume "${EXTRA[@]}" &&
    judge start "[full,pruned,bicubic]") &
 first=$!
+trap 'pkill -P "$first" 2>/dev/null; kill "$first" 2>/dev/null || true' EXIT  # a failed chain stops the other (both resume when run again)
 step gm distill --config "$CONFIG" sr.budget="$BUDGET" distill.iterations="$ITERATIONS" output_dir="$OUT/gm" --resume "${EXTRA[@]}"
 judge gm "[random,bicubic]"
 wait "$first"

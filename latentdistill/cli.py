@@ -17,7 +17,8 @@ from latentdistill.errors import LatentDistillError
 # What an interrupted verb keeps, and how to continue.
 INTERRUPTED = {
     "distill": "the last checkpoint written (every distill.checkpoint_every iterations) is kept; run the same command with --resume to continue",
-    "run": "the last checkpoint written (every distill.checkpoint_every iterations) is kept; run the same command with --resume to continue",
+    "run": ("the last checkpoint written (every distill.checkpoint_every iterations) is kept, and an SR evaluation's "
+            "finished runs; run the same command with --resume to continue"),
     "train-prior": "the last checkpoint written (every train_prior.checkpoint_every steps) is kept; run the same command with --resume to continue",
     "encode": "finished cache shards are kept; run the same command again to continue encoding",
     "buffer": "finished experts and the current expert's last epoch are kept; run the same command again to continue",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from latentdistill.cli import main
 from latentdistill.config import SR_PROTOCOLS, SuperResolutionConfig, load_config
@@ -358,7 +359,17 @@ def test_an_interrupted_sr_training_resumes_to_the_same_weights(tmp_path, monkey
     kept = checkpoint.path.read_bytes()
     resumed = train_sr(lr, hr, config, seed=3, device=torch.device("cpu"), checkpoint=checkpoint).state_dict()
     assert all(torch.equal(resumed[name], reference[name]) for name in reference)  # Adam, the lr and the batches came back
-    assert not checkpoint.path.exists()  # a finished training leaves no checkpoint
+    # the finished state stays until the caller has kept the result: a rerun only loads it
+    assert read_safetensors(checkpoint.path)[1]["iteration"] == "20"
+    again = train_sr(lr, hr, config, seed=3, device=torch.device("cpu"), checkpoint=checkpoint).state_dict()
+    assert all(torch.equal(again[name], reference[name]) for name in reference)
+    # the training continues from the file's weights, not from scratch: nudged weights end elsewhere
+    checkpoint.path.write_bytes(kept)
+    tensors, metadata = read_safetensors(checkpoint.path)
+    tensors["model.upsample.bias"] = tensors["model.upsample.bias"] + 0.01
+    save_file(tensors, checkpoint.path, metadata=metadata)
+    nudged = train_sr(lr, hr, config, seed=3, device=torch.device("cpu"), checkpoint=checkpoint).state_dict()
+    assert not torch.equal(nudged["upsample.bias"], reference["upsample.bias"])
 
     # a checkpoint of another training, a damaged one, or one of another network: one line naming the file
     checkpoint.path.write_bytes(kept)
@@ -382,7 +393,8 @@ def test_sr_run_records_keep_finished_runs_and_refuse_another_rows(tmp_path):
     config = SuperResolutionConfig(scale=2, net="espcn", iterations=6, batch_size=4, runs=2)
     records = RunRecords(tmp_path / "progress", "espcn on the textures")
     measured = train_and_score(hr, tests, config, 0, torch.device("cpu"), records=records)
-    assert sorted(records.finished()) == [0, 1] and list((tmp_path / "progress").iterdir()) == [records.path]
+    # the runs' checkpoints are gone once their scores are kept
+    assert sorted(records.finished(["test"])) == [0, 1] and list((tmp_path / "progress").iterdir()) == [records.path]
     # a record whose run 0 says 99 dB and which lacks run 1: run 0 is read, run 1 trained again to the same value
     record = json.loads(records.path.read_text())
     record["runs"]["0"]["test"]["psnr"] = 99.0
@@ -390,14 +402,16 @@ def test_sr_run_records_keep_finished_runs_and_refuse_another_rows(tmp_path):
     records.path.write_text(json.dumps(record))
     again = train_and_score(hr, tests, config, 0, torch.device("cpu"), records=records)
     assert again["test"]["psnr"] == [99.0, measured["test"]["psnr"][1]]
-    records.path.write_text(json.dumps({**record, "key": "another row"}))
-    with pytest.raises(LatentDistillError) as error:
-        records.finished()
-    assert records.path.name in one_line(error)
-    records.path.write_text("{broken")
-    with pytest.raises(LatentDistillError) as error:
-        train_and_score(hr, tests, config, 0, torch.device("cpu"), records=records)
-    assert records.path.name in one_line(error)
+    # another row's record, or a damaged one (not JSON, a run that is not a number, a missing metric or test, a
+    # score that is not a number): one line naming the file, before any training
+    scores = record["runs"]["0"]
+    for damaged in ({**record, "key": "another row"}, "{broken", {**record, "runs": {"first": scores}},
+                    {**record, "runs": {"0": {"test": {"psnr": 30.0}}}}, {**record, "runs": {"0": {}}},
+                    {**record, "runs": {"0": {"test": {"psnr": "30", "ssim": 0.9}}}}, {**record, "runs": [scores]}):
+        records.path.write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+        with pytest.raises(LatentDistillError) as error:
+            train_and_score(hr, tests, config, 0, torch.device("cpu"), records=records)
+        assert records.path.name in one_line(error)
 
 
 def test_an_interrupted_sr_evaluation_continues_in_its_folder(tmp_path, capsys, monkeypatch):
@@ -425,7 +439,14 @@ def test_an_interrupted_sr_evaluation_continues_in_its_folder(tmp_path, capsys, 
     err = capsys.readouterr().err
     folder = tmp_path / "pool" / "evaluation-1"
     assert f"output_dir={folder}" in err and not (folder / "report.json").exists()
-    assert sorted(len(json.loads(p.read_text())["runs"]) for p in (folder / "progress").glob("runs-*.json")) == [1, 2]
+    records = {len(json.loads(p.read_text())["runs"]): p for p in (folder / "progress").glob("runs-*.json")}
+    assert sorted(records) == [1, 2]  # the set's two runs, random's first
+    # the rerun reads the kept runs rather than training them again: a kept score marked 99 dB stays in the report
+    marked = json.loads(records[2].read_text())
+    marked["runs"]["0"]["test"]["psnr"] = 99.0
+    records[2].write_text(json.dumps(marked))
     monkeypatch.undo()
     assert main([*evaluate, f"output_dir={folder}"]) == 0
-    assert json.loads((folder / "report.json").read_text())["results"] == reference  # the same numbers as one go
+    results = json.loads((folder / "report.json").read_text())["results"]
+    assert results["pool"]["test"]["psnr"]["runs"] == [99.0, reference["pool"]["test"]["psnr"]["runs"][1]]
+    assert results["random"] == reference["random"]  # its second run trained now: the same numbers as in one go

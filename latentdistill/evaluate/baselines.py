@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import warnings
 from pathlib import Path
@@ -30,13 +31,17 @@ class BaselineCache:
 
     def put(self, key: str, value: dict) -> None:
         self.entries[key] = value
-        if self.path is not None:
-            if self.path.is_file():  # keep what other evaluations added since this one started
-                try:
-                    self.entries = {**json.loads(self.path.read_text()), **self.entries}
-                except ValueError:
-                    pass
-            try:
+        if self.path is None:
+            return
+        try:
+            # Evaluations side by side share the file: one at a time reads, merges and rewrites it.
+            with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if self.path.is_file():  # keep what other evaluations added since this one started
+                    try:
+                        self.entries = {**json.loads(self.path.read_text()), **self.entries}
+                    except ValueError:
+                        pass
                 atomic_write_text(self.path, json.dumps(self.entries, indent=1))
-            except LatentDistillError as error:  # a read-only shared cache must not cost a finished evaluation
-                warnings.warn(f"baselines not kept: {error}", stacklevel=2)
+        except (LatentDistillError, OSError) as error:  # a read-only shared cache must not cost a finished evaluation
+            warnings.warn(f"baselines not kept: {error}", stacklevel=2)

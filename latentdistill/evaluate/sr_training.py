@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ class SRTraining:
         return self.protocol.lr * 0.5 ** sum(self.iteration >= milestone for milestone in self.milestones)
 
     def step(self) -> None:
+        """One batch: the protocol's lr for this iteration, one random dihedral view, one Adam step."""
         self.model.train()
         rows = torch.randint(len(self.hr_patches), (self.protocol.batch_size,), generator=self.generator).to(self.device)
         low, high = self.lr_patches[rows].float() / 255, self.hr_patches[rows].float() / 255
@@ -89,6 +91,7 @@ class SRTraining:
         adam, groups = optimizer_tensors(self.optimizer.state_dict(), "adam.")
         tensors = {f"model.{name}": value.detach().cpu().contiguous() for name, value in self.model.state_dict().items()}
         tensors.update(adam, generator=self.generator.get_state())
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_file(tensors, path, metadata={"key": key, "iteration": str(self.iteration), "param_groups": groups})
 
     def load(self, path: Path, key: str) -> None:
@@ -99,11 +102,12 @@ class SRTraining:
             raise LatentDistillError(f"SR training checkpoint {path} belongs to another training (other data, protocol or "
                                      "seed): delete it to start over")
         try:
-            self.model.load_state_dict({name[6:]: value for name, value in tensors.items() if name.startswith("model.")})
+            self.model.load_state_dict({name.removeprefix("model."): value for name, value in tensors.items()
+                                        if name.startswith("model.")})
             self.optimizer.load_state_dict(optimizer_state(tensors, metadata["param_groups"], "adam."))
             self.generator.set_state(tensors["generator"])
             self.iteration = int(metadata["iteration"])
-        except (RuntimeError, KeyError, ValueError) as error:
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
             raise LatentDistillError(f"SR training checkpoint {path} does not fit this training "
                                      f"({str(error).splitlines()[0] if str(error) else type(error).__name__}): delete it to start over") from None
         if not 0 <= self.iteration <= self.protocol.iterations:
@@ -113,8 +117,9 @@ class SRTraining:
 
 @dataclass(frozen=True)
 class TrainingCheckpoint:
-    """Where one SR training keeps its state while it runs, and which training that is: written every
-    ``every_seconds``, continued from when present, deleted when the training ends."""
+    """Where one SR training keeps its state, and which training that is: written every ``every_seconds`` and
+    at the end, continued from when present. The caller deletes it once the trained network's result is kept,
+    so an interruption while the network is scored or saved costs no training."""
 
     path: Path
     key: str
@@ -132,7 +137,8 @@ def train_sr(
     checkpoint: TrainingCheckpoint | None = None,
 ) -> torch.nn.Module:
     """An SR network trained under the protocol ``config`` names (``SRTraining``); patches are uint8. With a
-    ``checkpoint``, an interrupted training continues where its last checkpoint left it."""
+    ``checkpoint``, an interrupted training continues where its last checkpoint left it (a finished one is
+    only loaded)."""
     training = SRTraining(lr_patches, hr_patches, config, seed, device, net)
     if checkpoint is not None and checkpoint.path.is_file():
         training.load(checkpoint.path, checkpoint.key)
@@ -146,8 +152,14 @@ def train_sr(
                 training.save(checkpoint.path, checkpoint.key)
                 saved = time.monotonic()
     if checkpoint is not None:
-        checkpoint.path.unlink(missing_ok=True)
+        training.save(checkpoint.path, checkpoint.key)
     return training.model
+
+
+def pixels_digest(images: torch.Tensor) -> str:
+    """What identifies a training set in a key: its shape, dtype and every byte."""
+    array = images.detach().cpu().contiguous().numpy()
+    return hashlib.sha256(f"{tuple(array.shape)} {array.dtype}".encode() + array.tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -161,24 +173,36 @@ class RunRecords:
 
     @property
     def path(self) -> Path:
+        """The row's record: named by its key's digest, so rows (and other evaluations' rows) never share one."""
         return self.folder / f"runs-{hashlib.sha256(self.key.encode()).hexdigest()[:16]}.json"
 
-    def finished(self) -> dict[int, dict[str, dict[str, float]]]:
-        """``{run: {test: {metric: value}}}`` of the runs already done."""
+    def finished(self, tests: list[str]) -> dict[int, dict[str, dict[str, float]]]:
+        """``{run: {test: {metric: value}}}`` of the runs already done; a record of another row, or one whose
+        runs do not score exactly ``tests`` by PSNR and SSIM, is one line naming the file."""
         if not self.path.is_file():
             return {}
         record = read_json_object(self.path, "SR evaluation progress record")
-        if record.get("key") != self.key or not isinstance(record.get("runs"), dict):
-            raise LatentDistillError(f"SR evaluation progress record {self.path} is not this row's: delete it to retrain its runs")
-        return {int(run): scores for run, scores in record["runs"].items()}
+        problem = "is not this row's" if record.get("key") != self.key else None
+        try:
+            runs = {int(run): scores for run, scores in record["runs"].items()}
+            for scores in runs.values():
+                values = [scores[test][metric] for test in tests for metric in ("psnr", "ssim")]
+                if sorted(scores) != sorted(tests) or not all(type(v) in (int, float) and not math.isnan(v) for v in values):
+                    raise ValueError
+        except (KeyError, ValueError, TypeError, AttributeError):
+            problem = problem or "is damaged"
+        if problem:
+            raise LatentDistillError(f"SR evaluation progress record {self.path} {problem}: delete it to retrain its runs")
+        return runs
 
     def put(self, run: int, scores: dict[str, dict[str, float]]) -> None:
-        runs = {**self.finished(), run: scores}
+        """Keep one finished run's scores (the record is rewritten atomically)."""
+        runs = {**self.finished(list(scores)), run: scores}
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, json.dumps({"key": self.key, "runs": {str(r): s for r, s in sorted(runs.items())}}, indent=1))
 
     def checkpoint(self, run: int) -> TrainingCheckpoint:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Where run ``run``'s network keeps its state while it trains."""
         return TrainingCheckpoint(self.path.with_name(f"{self.path.stem}-run{run}.safetensors"), f"{self.key} run {run}")
 
 
@@ -189,7 +213,7 @@ def train_and_score(hr: torch.Tensor, tests: dict[str, list[torch.Tensor]], conf
     ``seed * 1000 + r``, the same for every set), each scored on every test set: ``{test: {metric: [per run]}}``.
     With ``records``, finished runs are kept and reused, and a run in progress resumes from its checkpoint."""
     lr = make_lr_patches(hr, config.scale)
-    finished = records.finished() if records is not None else {}
+    finished = records.finished(list(tests)) if records is not None else {}
     per_test: dict[str, dict[str, list[float]]] = {}
     for run in range(config.runs):
         scores = finished.get(run)
@@ -200,6 +224,7 @@ def train_and_score(hr: torch.Tensor, tests: dict[str, list[torch.Tensor]], conf
                                   if metric in ("psnr", "ssim")} for test_name, images in tests.items()}
             if records is not None:
                 records.put(run, scores)
+                checkpoint.path.unlink(missing_ok=True)  # only now: its result is kept
         for test_name in tests:
             entry = per_test.setdefault(test_name, {"psnr": [], "ssim": []})
             entry["psnr"].append(scores[test_name]["psnr"])

@@ -33,6 +33,7 @@ from latentdistill.evaluate.baselines import BaselineCache
 from latentdistill.evaluate.sr_training import (
     RunRecords,
     make_lr_patches,
+    pixels_digest,
     protocol_key,
     protocol_record,
     sr_protocol,
@@ -293,8 +294,8 @@ class SuperResolutionTask:
                 reused.append(name)
                 continue
             hr = distilled.images if name == own else choices[name]()
-            row = key if name != own else json.dumps({"pixels": hashlib.sha256(hr.numpy().tobytes()).hexdigest(), "row": key})
-            records = RunRecords(folder / "progress", row) if folder is not None else None  # a set's runs: by its pixels
+            row = json.dumps({"pixels": pixels_digest(hr), "row": key})  # progress is kept by what was trained on
+            records = RunRecords(folder / "progress", row) if folder is not None else None
             per_test = train_and_score(hr, tests, sr, self.config.seed, device, progress, records)
             results[name], patches_used[name] = per_test, len(hr)
             if name != own:

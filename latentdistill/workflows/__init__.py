@@ -156,10 +156,11 @@ def run_evaluate(path: str | Path, config: RunConfig, folder: RunFolder | None =
         started = time.perf_counter()
         try:
             report = {"distilled_file": str(path.resolve()), **task.evaluate(distilled, path, progress=progress, folder=folder.path)}
-        except KeyboardInterrupt:
-            if (folder.path / "progress").is_dir():  # name the folder: without output_dir, a rerun would pick a fresh one
-                print(f"evaluation progress kept in {folder.path / 'progress'}: continue with output_dir={folder.path}",
-                      file=sys.stderr, flush=True)
+        except BaseException:  # a stopped or failed evaluation names what it kept: a rerun without output_dir starts afresh
+            kept = folder.path / "progress"
+            if kept.is_dir() and any(kept.iterdir()):
+                print(f"evaluation progress kept in {kept}: the same evaluation into {folder.path} continues it "
+                      f"(evaluate: output_dir={folder.path}; run: --resume)", file=sys.stderr, flush=True)
             raise
         report.setdefault("minutes", round((time.perf_counter() - started) / 60, 2))
         print(task.table(report), flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress:
     from latentdistill.evaluate.sr_training import (
         TrainingCheckpoint,
         make_lr_patches,
+        pixels_digest,
         protocol_record,
         sr_protocol,
         train_sr,
@@ -50,9 +50,8 @@ def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress:
         check()
         # The key names the training exactly, so a checkpoint of other patches or another protocol is refused.
         protocol = sr_protocol(config.sr)
-        key = json.dumps({"pixels": hashlib.sha256(hr.numpy().tobytes()).hexdigest(), "net": config.sr.net,
-                          "scale": config.sr.scale, "augment": config.sr.augment, "seed": config.seed,
-                          **protocol_record(protocol)}, sort_keys=True)
+        key = json.dumps({"pixels": pixels_digest(hr), "net": config.sr.net, "scale": config.sr.scale, "device": device.type,
+                          "augment": config.sr.augment, "seed": config.seed, **protocol_record(protocol)}, sort_keys=True)
         checkpoint = TrainingCheckpoint(folder.path / RunFolder.SR_MODEL_CHECKPOINT, key)
         model = train_sr(make_lr_patches(hr, config.sr.scale), hr, config.sr, config.seed, device, progress=progress,
                          checkpoint=checkpoint)
@@ -60,6 +59,7 @@ def run_sr_train(config: RunConfig, distilled_path: str | None = None, progress:
             folder.write_config(config_to_dict(config))
         save_sr_model(output, model, config.sr.net, config.sr.scale, {"trained_on": distilled_path or config.sr.train,
                                                                        "patches": len(hr), "protocol": protocol_record(protocol)})
+        checkpoint.path.unlink()  # only now: the model is kept
     for name, images in task.test_sets().items():
         print(json.dumps({"test": name, **evaluate_sr(model, images, config.sr.scale, device), "protocol": protocol.name}))
     return output
