@@ -30,8 +30,8 @@ SR_PROTOCOLS = {
         "to it on Set5, 0.35 dB to ESPCN (BENCHMARKS.md), so small sets look as good as the full one")),
     "espcn-converged": SRProtocol("espcn-converged", 12_000, 32, 1e-3, note=(
         "ESPCN's converged protocol by issue 15's rule: on the full x2 patches, doubling it to 24,000 batches adds "
-        "0.02 dB on Set5 and 0.00 on BSD100 (BENCHMARKS.md); measured for ESPCN only, about 8 min a run on a "
-        "2-core CPU")),
+        "0.02 dB on Set5 and 0.00 on BSD100 (BENCHMARKS.md); measured for ESPCN x2 only (at x4 doubling still adds "
+        "0.14 dB on Set5: not converged there), about 8 min a run on a 2-core CPU")),
     "converged": SRProtocol("converged", 100_000, 64, 1e-3, note=(
         "the protocol for comparisons with published figures: 100k batches of 64, about 67x the patches quick "
         "shows a network; a GPU's work (about 95 ms per batch for ESPCN on a 2-core CPU). ESPCN x2 converges long "
