@@ -131,18 +131,24 @@ def make_sr_folders(root):
     return root
 
 
-def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
+def tiny_sr_config(tmp_path, output: str, distill: dict, sr: dict, **sections) -> tuple:
+    """Tiny SR folders, a tiny autoencoder and a config (JSON is YAML) naming them: (config path, data root)."""
     root = make_sr_folders(tmp_path / "sr")
     save_tiny_autoencoder(tmp_path / "autoencoder")
     config = tmp_path / "sr.yaml"
     config.write_text(json.dumps({
-        "task": "sr", "output_dir": str(tmp_path / "run"), "device": "cpu",
+        "task": "sr", "output_dir": str(tmp_path / output), "device": "cpu",
         "autoencoder": {"name_or_path": str(tmp_path / "autoencoder")}, "cache": {"dir": str(tmp_path / "cache")},
-        "distill": {"objective": "dm", "iterations": 3, "real_batch": 4, "lr": 0.01, "optimizer": "adam", "checkpoint_every": 2},
-        "sr": {"train": [str(root / "train")], "test": [str(root / "test")], "scale": 2, "patch_size": 16, "stride": 16,
-               "budget": 0.25, "pseudo_classes": 2, "synthetic_batch": 2, "net": "espcn", "iterations": 5,
-               "batch_size": 4, "runs": 2},
-    }))  # JSON is YAML
+        "distill": distill, **sections,
+        "sr": {"train": [str(root / "train")], "test": [str(root / "test")], "scale": 2, "patch_size": 16, "stride": 16, **sr},
+    }))
+    return config, root
+
+
+def test_sr_distillation_evaluation_and_the_sr_verbs(tmp_path, capsys):
+    config, root = tiny_sr_config(
+        tmp_path, "run", {"objective": "dm", "iterations": 3, "real_batch": 4, "lr": 0.01, "optimizer": "adam", "checkpoint_every": 2},
+        {"budget": 0.25, "pseudo_classes": 2, "synthetic_batch": 2, "net": "espcn", "iterations": 5, "batch_size": 4, "runs": 2})
     assert main(["--no-progress", "run", "--config", str(config)]) == 0
     distilled = read_distilled(tmp_path / "run" / "distilled.safetensors")
     assert distilled.metadata["task"] == "sr" and distilled.metadata["real_patches"] == 6 * 16
@@ -417,17 +423,10 @@ def test_sr_run_records_keep_finished_runs_and_refuse_another_rows(tmp_path):
 def test_an_interrupted_sr_evaluation_continues_in_its_folder(tmp_path, capsys, monkeypatch):
     import latentdistill.evaluate.sr_training as sr_module
 
-    root = make_sr_folders(tmp_path / "sr")
-    save_tiny_autoencoder(tmp_path / "autoencoder")
-    config = tmp_path / "sr.yaml"
-    config.write_text(json.dumps({
-        "task": "sr", "output_dir": str(tmp_path / "pool"), "device": "cpu",
-        "autoencoder": {"name_or_path": str(tmp_path / "autoencoder")}, "cache": {"dir": str(tmp_path / "cache")},
-        "distill": {"iterations": 0}, "evaluate": {"reuse_baselines": False},
-        "sr": {"train": [str(root / "train")], "test": [str(root / "test")], "scale": 2, "patch_size": 16, "stride": 16,
-               "budget": 0.25, "pool": 0.25, "pseudo_classes": 2, "net": "espcn", "iterations": 5, "batch_size": 4,
-               "runs": 2, "baselines": ["random"]},
-    }))
+    config, _ = tiny_sr_config(
+        tmp_path, "pool", {"iterations": 0},
+        {"budget": 0.25, "pool": 0.25, "pseudo_classes": 2, "net": "espcn", "iterations": 5, "batch_size": 4, "runs": 2,
+         "baselines": ["random"]}, evaluate={"reuse_baselines": False})
     assert main(["--no-progress", "distill", "--config", str(config)]) == 0
     pool = str(tmp_path / "pool" / "distilled.safetensors")
     evaluate = ["--no-progress", "evaluate", pool, "--config", str(config)]
